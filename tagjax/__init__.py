@@ -1,0 +1,27 @@
+"""tagjax: accelerator-first music auto-tagging in JAX.
+
+`import tagjax as tj`; then `tj.features` (pure DSP and statistics), `tj.models` (Flax modules),
+`tj.data` (audio I/O and data sets) and `tj.Tagger` (inference on your own files). Only
+`features` is imported eagerly: `data` pulls in tensorflow-datasets and `models` pulls in Flax,
+so they load on first use.
+"""
+
+import importlib
+
+from tagjax import features
+
+__version__ = "0.1.0"
+
+_LAZY_SUBMODULES = ("data", "models", "metrics")
+_LAZY_ATTRIBUTES = {"Tagger": "tagjax.tag"}
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"tagjax.{name}")
+    if name in _LAZY_ATTRIBUTES:
+        return getattr(importlib.import_module(_LAZY_ATTRIBUTES[name]), name)
+    raise AttributeError(f"module 'tagjax' has no attribute {name!r}")
+
+
+__all__ = ["Tagger", "__version__", "data", "features", "metrics", "models"]

@@ -1,0 +1,1 @@
+"""Flax front ends, temporal summaries and heads, and the registry that composes them."""
