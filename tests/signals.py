@@ -36,7 +36,7 @@ def clicks(sr: int, seconds: float, bpm: float = 120.0) -> np.ndarray:
     x = np.zeros(n, np.float32)
     rng = np.random.default_rng(1)
     burst = (rng.standard_normal(int(0.02 * sr)) * np.exp(-np.linspace(0, 6, int(0.02 * sr))))
-    period = int(round(sr * 60.0 / bpm))
+    period = round(sr * 60.0 / bpm)
     for start in range(0, n - len(burst), period):
         x[start : start + len(burst)] += 0.5 * burst
     return x
