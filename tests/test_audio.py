@@ -1,0 +1,235 @@
+"""`tj.data.load_audio` against files written with soundfile, closed-form sines and librosa.load."""
+
+import os
+
+import librosa
+import numpy as np
+import pytest
+import signals
+import soundfile
+
+from tagjax.data import AudioDecodeError, load_audio
+
+# (extension, soundfile format, subtype, native rate). Opus only codes 8/12/16/24/48 kHz.
+FORMATS = [
+    ("wav", "WAV", "PCM_16", 44100),
+    ("wav", "WAV", "FLOAT", 44100),
+    ("flac", "FLAC", "PCM_16", 44100),
+    ("ogg", "OGG", "VORBIS", 44100),
+    ("opus", "OGG", "OPUS", 48000),
+    ("mp3", "MP3", "MPEG_LAYER_III", 44100),
+]
+LOSSLESS = {"PCM_16", "FLOAT"}
+
+
+def _sine(sr: int, seconds: float, freq: float, amplitude: float) -> np.ndarray:
+    t = np.arange(round(sr * seconds)) / sr
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _write(tmp_path, name: str, samples: np.ndarray, sr: int, fmt="WAV", subtype="PCM_16"):
+    path = os.fspath(tmp_path / name)
+    soundfile.write(path, samples, sr, format=fmt, subtype=subtype)
+    return path
+
+
+@pytest.mark.parametrize("ext,fmt,subtype,native_sr", FORMATS)
+def test_formats_decode_resample_and_match_librosa(tmp_path, ext, fmt, subtype, native_sr):
+    freq, amplitude = 1000.0, 0.5
+    path = _write(tmp_path, f"sine.{ext}", _sine(native_sr, 1.0, freq, amplitude), native_sr,
+                  fmt, subtype)
+
+    y = load_audio(path, sr=16000)
+
+    assert y.dtype == np.float32 and y.ndim == 1
+    # Codecs add or drop up to a few frames of priming; the length is one second of 16 kHz.
+    assert abs(len(y) - 16000) <= 0.02 * 16000
+    # Closed form: all the energy sits at 1 kHz, and the RMS of a sine is amplitude / sqrt(2).
+    middle = y[2000:-2000]
+    spectrum = np.abs(np.fft.rfft(middle * np.hanning(len(middle))))
+    peak_hz = np.argmax(spectrum) * 16000 / len(middle)
+    assert abs(peak_hz - freq) <= 16000 / len(middle)
+    rms = np.sqrt(np.mean(middle.astype(np.float64) ** 2))
+    # 16-bit quantisation costs ~1e-5; lossy codecs at their default quality keep the level
+    # within a few percent.
+    level_tolerance = 1e-3 if subtype in LOSSLESS else 0.05
+    np.testing.assert_allclose(rms, amplitude / np.sqrt(2), rtol=level_tolerance)
+    # librosa.load decodes with the same libsndfile and resamples with soxr at the same quality.
+    reference, reference_sr = librosa.load(path, sr=16000, mono=True)
+    assert reference_sr == 16000
+    np.testing.assert_allclose(y, reference, rtol=0, atol=1e-6)
+
+
+def test_resampled_file_is_the_closed_form_sine(tmp_path):
+    # soxr's HQ mode keeps ~20 bits in the passband, so away from the edges a float32 sine
+    # resampled 44.1 kHz -> 16 kHz equals the same sine sampled at 16 kHz to ~1e-5.
+    freq, amplitude = 440.0, 0.25
+    path = _write(tmp_path, "sine.wav", _sine(44100, 2.0, freq, amplitude), 44100, "WAV", "FLOAT")
+    y = load_audio(path, sr=16000)
+    expected = _sine(16000, 2.0, freq, amplitude)
+    np.testing.assert_allclose(y[800:-800], expected[800:-800], rtol=0, atol=5e-5)
+
+
+@pytest.mark.parametrize("target_sr", [8000, 16000, 22050, 44100, None])
+def test_sample_rates_match_librosa(tmp_path, target_sr):
+    music = signals.music_like(44100, 1.5)
+    path = _write(tmp_path, "music.wav", music, 44100, "WAV", "FLOAT")
+    y = load_audio(path, sr=target_sr)
+    reference, _ = librosa.load(path, sr=target_sr)
+    assert y.shape == reference.shape
+    np.testing.assert_allclose(y, reference, rtol=0, atol=1e-6)
+    if target_sr is None:
+        np.testing.assert_array_equal(y, music)
+
+
+def test_downmix_is_the_channel_mean_and_multichannel_is_channels_first(tmp_path):
+    left, right = signals.chirp(16000, 1.0), signals.noise(16000, 1.0)
+    path = _write(tmp_path, "stereo.wav", np.stack([left, right], axis=1), 16000, "WAV", "FLOAT")
+
+    mono = load_audio(path, sr=16000)
+    np.testing.assert_allclose(mono, (left + right) / 2, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(mono, librosa.load(path, sr=16000, mono=True)[0], atol=1e-7)
+
+    both = load_audio(path, sr=16000, mono=False)
+    assert both.shape == (2, 16000)
+    np.testing.assert_array_equal(both, np.stack([left, right]))
+    np.testing.assert_allclose(both, librosa.load(path, sr=16000, mono=False)[0], atol=1e-7)
+
+    one_channel = _write(tmp_path, "mono.wav", left, 16000, "WAV", "FLOAT")
+    assert load_audio(one_channel, mono=False).shape == (1, 16000)
+
+
+@pytest.mark.parametrize("offset,duration", [(0.0, None), (0.25, None), (0.3, 0.5), (1.2, 5.0)])
+def test_offset_and_duration_match_librosa(tmp_path, offset, duration):
+    path = _write(tmp_path, "music.wav", signals.music_like(22050, 1.5), 22050, "WAV", "FLOAT")
+    y = load_audio(path, sr=16000, offset=offset, duration=duration)
+    reference, _ = librosa.load(path, sr=16000, offset=offset, duration=duration)
+    assert y.shape == reference.shape
+    np.testing.assert_allclose(y, reference, rtol=0, atol=1e-6)
+
+
+def test_int16_pcm_scales_to_unit_range(tmp_path):
+    pcm = np.array([0, 1, -1, 16384, -16384, 32767, -32768], np.int16)
+    path = _write(tmp_path, "pcm.wav", pcm, 16000, "WAV", "PCM_16")
+    np.testing.assert_array_equal(load_audio(path, sr=None), pcm / np.float32(32768))
+
+
+def test_silence_and_very_short_clips_are_valid(tmp_path):
+    silence = load_audio(_write(tmp_path, "silence.flac", np.zeros(16000), 16000, "FLAC"))
+    np.testing.assert_array_equal(silence, np.zeros(16000, np.float32))
+    short = signals.noise(16000, 1.0)[:3]
+    np.testing.assert_allclose(
+        load_audio(_write(tmp_path, "short.wav", short, 16000, "WAV", "FLOAT")), short
+    )
+    one_frame = load_audio(_write(tmp_path, "one.wav", short[:1], 44100, "WAV", "FLOAT"))
+    assert one_frame.dtype == np.float32 and one_frame.ndim == 1
+
+
+def _complete_file(tmp_path, ext, fmt, subtype):
+    sr = 48000 if subtype == "OPUS" else 44100
+    return _write(tmp_path, f"good.{ext}", signals.music_like(sr, 2.0), sr, fmt, subtype)
+
+
+def _expect_decode_error(path, *words):
+    with pytest.raises(AudioDecodeError) as raised:
+        load_audio(path)
+    message = str(raised.value)
+    assert os.fspath(path) in message
+    assert raised.value.path == os.fspath(path)
+    for word in words:
+        assert word in message.lower()
+    return message
+
+
+def test_missing_file_and_directory(tmp_path):
+    _expect_decode_error(os.fspath(tmp_path / "nowhere.wav"), "no such file")
+    _expect_decode_error(os.fspath(tmp_path), "not a regular file")
+
+
+def test_zero_length_file(tmp_path):
+    path = tmp_path / "empty.mp3"
+    path.write_bytes(b"")
+    _expect_decode_error(os.fspath(path), "empty")
+
+
+def test_header_only_wav_has_no_frames(tmp_path):
+    path = _write(tmp_path, "noframes.wav", np.zeros(0, np.float32), 16000)
+    _expect_decode_error(path, "no audio frames")
+
+
+@pytest.mark.parametrize("content", [b"this is not audio\n" * 100, bytes(range(256)) * 64])
+def test_file_that_is_not_audio(tmp_path, content):
+    path = tmp_path / "notes.wav"
+    path.write_bytes(content)
+    _expect_decode_error(os.fspath(path), "not recognised")
+
+
+@pytest.mark.parametrize(
+    "ext,fmt,subtype,keep",
+    [
+        ("wav", "WAV", "PCM_16", 0.5),  # cut inside the data chunk
+        ("wav", "WAV", "PCM_16", 0.0002),  # cut inside the header
+        ("flac", "FLAC", "PCM_16", 0.5),
+        ("ogg", "OGG", "VORBIS", 0.5),
+        ("ogg", "OGG", "VORBIS", 0.99),  # cut inside the last page
+        ("opus", "OGG", "OPUS", 0.7),
+        ("mp3", "MP3", "MPEG_LAYER_III", 0.5),
+    ],
+)
+def test_truncated_file(tmp_path, ext, fmt, subtype, keep):
+    with open(_complete_file(tmp_path, ext, fmt, subtype), "rb") as file:
+        data = file.read()
+    path = tmp_path / f"truncated.{ext}"
+    path.write_bytes(data[: max(int(len(data) * keep), 16)])
+    _expect_decode_error(os.fspath(path))
+
+
+def test_streamed_wav_with_placeholder_length_is_read_to_its_end(tmp_path):
+    # Streaming writers that cannot seek back leave 0xFFFFFFFF as the RIFF and data sizes.
+    samples = signals.noise(16000, 0.25)
+    with open(_write(tmp_path, "whole.wav", samples, 16000, "WAV", "FLOAT"), "rb") as file:
+        data = bytearray(file.read())
+    data_chunk = data.find(b"data")
+    data[4:8] = data[data_chunk + 4 : data_chunk + 8] = b"\xff\xff\xff\xff"
+    path = tmp_path / "streamed.wav"
+    path.write_bytes(bytes(data))
+    np.testing.assert_array_equal(load_audio(path, sr=16000), samples)
+
+
+def test_corrupt_flac_stream(tmp_path):
+    with open(_complete_file(tmp_path, "flac", "FLAC", "PCM_16"), "rb") as file:
+        data = bytearray(file.read())
+    rng = np.random.default_rng(0)
+    start = len(data) // 3
+    data[start : start + 2048] = rng.integers(0, 256, 2048, dtype=np.uint8).tobytes()
+    path = tmp_path / "corrupt.flac"
+    path.write_bytes(bytes(data))
+    _expect_decode_error(os.fspath(path))
+
+
+def test_non_finite_samples(tmp_path):
+    samples = signals.noise(16000, 0.1)
+    samples[100] = np.nan
+    path = _write(tmp_path, "nan.wav", samples, 16000, "WAV", "FLOAT")
+    _expect_decode_error(path, "nan")
+
+
+def test_offset_past_the_end(tmp_path):
+    path = _write(tmp_path, "one_second.wav", signals.noise(16000, 1.0), 16000)
+    with pytest.raises(AudioDecodeError, match="past the end"):
+        load_audio(path, offset=1.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"sr": 0}, {"sr": -16000}, {"sr": 16000.5}, {"offset": -1.0}, {"duration": 0.0}]
+)
+def test_bad_arguments(tmp_path, kwargs):
+    path = _write(tmp_path, "noise.wav", signals.noise(16000, 0.5), 16000)
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError, match=name):
+        load_audio(path, **kwargs)
+
+
+def test_pathlike_and_str_paths_agree(tmp_path):
+    path = _write(tmp_path, "noise.flac", signals.noise(16000, 0.5), 16000, "FLAC")
+    np.testing.assert_array_equal(load_audio(path), load_audio(tmp_path / "noise.flac"))
