@@ -140,7 +140,8 @@ def track_mean(chunk_scores, track, valid, num_tracks: int):
     chunk_scores = jnp.asarray(chunk_scores)
     track = jnp.asarray(track)
     valid = jnp.asarray(valid, bool)
-    if chunk_scores.ndim != 2 or track.shape != chunk_scores.shape[:1] or valid.shape != track.shape:
+    num_chunks = chunk_scores.shape[:1]
+    if chunk_scores.ndim != 2 or track.shape != num_chunks or valid.shape != num_chunks:
         raise ValueError(
             "expected chunk_scores (C, L), track (C,) and valid (C,), got "
             f"{chunk_scores.shape}, {track.shape} and {valid.shape}"

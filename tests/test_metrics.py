@@ -177,5 +177,5 @@ def test_tagging_report_rejects_bad_input():
         metrics.tagging_report(labels * 2, scores, ["a", "b"])
     with pytest.raises(ValueError, match="not finite"):
         metrics.tagging_report(labels, np.where(labels, np.nan, scores), ["a", "b"])
-    with pytest.raises(ValueError, match="same shape|one shape"):
+    with pytest.raises(ValueError, match="one shape"):
         metrics.tagging_report(labels, scores[:, :1], ["a", "b"])
