@@ -1,0 +1,196 @@
+"""The `folder` data set: a folder of audio files and a CSV, checked against librosa.load."""
+
+import os
+
+import librosa
+import numpy as np
+import pytest
+import signals
+import soundfile
+
+from tagjax.data import folder, get_builder, get_source, schema
+
+# One int16 step: what storing float samples as int16 may change (rounding, at most half).
+INT16_STEP = 1.0 / 32767
+
+# (relative path, writer arguments, tags, split); every file differs in format, rate or channels.
+GOOD_FILES = [
+    ("a/chirp.wav", ("WAV", "PCM_16", 22050, 1, 2.0), ("rock", "guitar"), "train"),
+    ("a/b/music.flac", ("FLAC", "PCM_16", 44100, 2, 3.0), ("jazz",), "train"),
+    ("noise16k.wav", ("WAV", "FLOAT", 16000, 1, 1.5), (), "valid"),
+    ("harmonic.mp3", ("MP3", "MPEG_LAYER_III", 44100, 1, 2.5), ("jazz", "piano"), "train"),
+    ("clicks.ogg", ("OGG", "VORBIS", 48000, 2, 2.0), ("drums",), "valid"),
+]
+CORRUPT = "broken.wav"
+MISSING = "gone/missing.flac"
+
+
+def _write_audio(path, fmt, subtype, sr, channels, seconds, seed):
+    mono = signals.music_like(sr, seconds, seed=seed)
+    samples = mono if channels == 1 else np.stack([mono, 0.5 * np.roll(mono, 100)], axis=1)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    soundfile.write(path, samples, sr, format=fmt, subtype=subtype)
+
+
+def _write_csv(path, rows, header="path,tags,split"):
+    with open(path, "w") as file:
+        file.write(header + "\n")
+        for row in rows:
+            file.write(",".join(row) + "\n")
+
+
+@pytest.fixture(scope="module")
+def music_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("music")
+    for seed, (relative, (fmt, subtype, sr, channels, seconds), _, _) in enumerate(GOOD_FILES):
+        _write_audio(os.fspath(root / relative), fmt, subtype, sr, channels, seconds, seed)
+    (root / CORRUPT).write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio" * 20)
+    rows = [(path, ";".join(tags), split) for path, _, tags, split in GOOD_FILES]
+    rows += [(CORRUPT, "rock", "train"), (MISSING, "jazz", "valid")]
+    _write_csv(root / "tags.csv", rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(music_folder, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("tfds")
+    builder = get_builder("folder", directory=music_folder, data_dir=data_dir, decode_workers=0)
+    return builder, data_dir
+
+
+def test_tags_are_the_sorted_union_of_the_csv(built):
+    builder, _ = built
+    expected = sorted({tag for _, _, tags, _ in GOOD_FILES for tag in tags} | {"rock", "jazz"})
+    assert builder.info.metadata["tags"] == expected
+    assert builder.info.metadata["sample_rate"] == schema.SAMPLE_RATE
+
+
+def test_examples_match_librosa_and_the_csv(built, music_folder):
+    builder, data_dir = built
+    tags = builder.info.metadata["tags"]
+    for split in ("train", "valid"):
+        source, source_tags = get_source(
+            "folder", split, directory=music_folder, data_dir=data_dir
+        )
+        assert source_tags == tags
+        expected = {path: file_tags for path, _, file_tags, s in GOOD_FILES if s == split}
+        examples = {source[i]["id"].decode(): source[i] for i in range(len(source))}
+        assert set(examples) == set(expected)
+        for path, file_tags in expected.items():
+            example = examples[path]
+            assert example["audio"].dtype == np.int16 and example["audio"].ndim == 1
+            reference, _ = librosa.load(os.fspath(music_folder / path), sr=schema.SAMPLE_RATE)
+            assert len(example["audio"]) == len(reference)
+            np.testing.assert_allclose(
+                schema.int16_to_audio(example["audio"]), reference, rtol=0, atol=INT16_STEP
+            )
+            np.testing.assert_array_equal(
+                example["labels"], [int(tag in file_tags) for tag in tags]
+            )
+
+
+def test_undecodable_and_missing_files_are_reported_and_skipped(built, music_folder):
+    builder, _ = built
+    skipped = {record["key"]: record for record in builder.info.metadata["skipped"]}
+    assert set(skipped) == {CORRUPT, MISSING}
+    assert skipped[CORRUPT]["split"] == "train"
+    assert skipped[CORRUPT]["path"] == os.path.join(music_folder, CORRUPT)
+    assert skipped[MISSING]["reason"] == "no such file"
+    assert skipped[CORRUPT]["reason"]  # libsndfile's own words
+    assert builder.info.splits["train"].num_examples == 3
+    assert builder.info.splits["valid"].num_examples == 2
+
+
+def test_the_built_data_set_is_reused(built, music_folder):
+    builder, data_dir = built
+    again = get_builder("folder", directory=music_folder, data_dir=data_dir)
+    assert again.data_dir == builder.data_dir
+    assert again.info.metadata["skipped"] == builder.info.metadata["skipped"]
+
+
+def test_unknown_split_is_named(built, music_folder):
+    _, data_dir = built
+    with pytest.raises(ValueError, match=r"no split 'test'.*\['train', 'valid'\]"):
+        get_source("folder", "test", directory=music_folder, data_dir=data_dir)
+
+
+def test_without_a_split_column_every_file_is_train(tmp_path):
+    _write_csv(tmp_path / "t.csv", [("x.wav", "a;b; a "), ("y.wav", "")], header="path,tags")
+    rows = folder.read_tag_csv(tmp_path, tmp_path / "t.csv")
+    assert rows == [
+        folder.FolderRow("x.wav", ("a", "b"), "train"),
+        folder.FolderRow("y.wav", (), "train"),
+    ]
+
+
+def test_an_explicit_tag_list_keeps_its_order_and_rejects_other_tags(tmp_path):
+    rows = [folder.FolderRow("x.wav", ("b", "a"), "train")]
+    assert folder.tag_vocabulary(rows, ["c", "b", "a"]) == ["c", "b", "a"]
+    with pytest.raises(ValueError, match=r"not in the given tag list: \['b'\].*'x.wav'"):
+        folder.tag_vocabulary(rows, ["a"])
+    with pytest.raises(ValueError, match="repeats a tag"):
+        folder.tag_vocabulary(rows, ["a", "b", "a"])
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
+def test_paths_outside_the_folder_are_rejected_naming_the_row(tmp_path, kind):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    soundfile.write(outside / "x.wav", signals.noise(16000, 0.5), 16000)
+    soundfile.write(root / "ok.wav", signals.noise(16000, 0.5), 16000)
+    if kind == "dotdot":
+        bad = "../outside/x.wav"
+    elif kind == "absolute":
+        bad = os.fspath(outside / "x.wav")
+    else:
+        os.symlink(outside / "x.wav", root / "link.wav")
+        bad = "link.wav"
+    _write_csv(root / "tags.csv", [("ok.wav", "a"), (bad, "b")], header="path,tags")
+    with pytest.raises(ValueError, match=r"tags.csv, line 3: path .* outside the folder"):
+        get_builder("folder", directory=root, data_dir=tmp_path / "tfds")
+
+
+def test_an_absolute_path_inside_the_folder_is_accepted(tmp_path):
+    _write_csv(tmp_path / "tags.csv", [(os.fspath(tmp_path / "sub" / "x.wav"), "a")], "path,tags")
+    assert folder.read_tag_csv(tmp_path, tmp_path / "tags.csv")[0].path == "sub/x.wav"
+
+
+@pytest.mark.parametrize(
+    "header,rows,message",
+    [
+        ("path,labels", [("x.wav", "a")], r"lacks \['tags'\]"),
+        ("path,tags", [("", "a")], "line 2: the row has no path"),
+        ("path,tags", [("x.wav", "a"), ("./x.wav", "b")], "line 3: 'x.wav' is listed twice"),
+        ("path,tags,split", [("x.wav", "a", "tr ain")], "split name 'tr ain'"),
+        ("path,tags", [], "lists no files"),
+    ],
+)
+def test_malformed_csvs_are_rejected_naming_the_csv(tmp_path, header, rows, message):
+    _write_csv(tmp_path / "tags.csv", rows, header)
+    with pytest.raises(ValueError, match=message) as error:
+        folder.read_tag_csv(tmp_path, tmp_path / "tags.csv")
+    assert "tags.csv" in str(error.value)
+
+
+def test_missing_folder_and_csv_are_named(tmp_path):
+    with pytest.raises(NotADirectoryError, match="nowhere"):
+        folder.folder_config(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"tags\.csv"):
+        folder.folder_config(tmp_path)
+    with pytest.raises(ValueError, match="directory="):
+        get_builder("folder", data_dir=tmp_path / "tfds")
+
+
+def test_each_folder_and_each_edit_gets_its_own_config(tmp_path):
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        soundfile.write(tmp_path / name / "x.wav", signals.noise(16000, 0.5), 16000)
+        _write_csv(tmp_path / name / "tags.csv", [("x.wav", "a")], header="path,tags")
+    one = folder.folder_config(tmp_path / "one")
+    assert one.name.startswith("one-")
+    assert one.name != folder.folder_config(tmp_path / "two").name
+    assert one.name == folder.folder_config(tmp_path / "one").name
+    _write_csv(tmp_path / "one" / "tags.csv", [("x.wav", "b")], header="path,tags")
+    assert one.name != folder.folder_config(tmp_path / "one").name
+    assert folder.folder_config(tmp_path / "one", tags=["b", "a"]).vocabulary == ("b", "a")
