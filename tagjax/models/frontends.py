@@ -1,0 +1,133 @@
+"""Feature front ends: raw audio `(batch, samples)` -> frames `(batch, frames, dim)`.
+
+The slides' `R = M C` (mel spectrogram) and `X = R V^T` (MFCC), computed inside the model with
+`tj.features` so that feature extraction is jit-compiled and fused with the network.
+
+Conventions (all keyword arguments):
+- the power mel spectrogram (`power=2`, squared once; Choi et al.'s released code squared an
+  already-power spectrogram a second time), in decibels `10 log10(max(S, amin))` with
+  `ref=1.0`, `amin=1e-10` and the `top_db` floor taken per example;
+- the MFCC is librosa's: an orthonormal DCT-II of that dB mel spectrogram, first `n_mfcc`
+  coefficients;
+- `normalize` sets how the dB values are scaled for the network: "batchnorm" (batch
+  normalisation of each mel bin or coefficient over the batch and frames, with a learned scale
+  and offset, as Choi et al.'s input layer), "batchnorm_global" (one statistic over all bins,
+  as Won et al.'s `BatchNorm2d(1)`), or "none" (plain dB). A bag-of-frames summary clusters
+  these frames once and then freezes the centroids, so it wants "none" or a frozen front end:
+  batch statistics that keep moving would move the frames away from the centroids.
+"""
+
+import flax.linen as nn
+
+from tagjax import features
+from tagjax.models.registry import register_frontend
+
+NORMALIZATIONS = ("batchnorm", "batchnorm_global", "none")
+
+
+@register_frontend("logmel")
+class LogMel(nn.Module):
+    """Log-mel spectrogram in dB: `(batch, samples)` -> `(batch, frames, n_mels)`.
+
+    `frames = 1 + samples // hop_length` (centred frames). The mel arguments are those of
+    `tj.features.melspectrogram`; the defaults follow Choi et al. at 16 kHz (96 mels, n_fft 512,
+    hop 256) with librosa's Slaney mel scale and area normalisation.
+
+    Attributes:
+      sample_rate: of the input audio, in Hz.
+      n_fft: FFT size (and Hann window length).
+      hop_length: frame step in samples.
+      n_mels: mel bands.
+      fmin: lowest mel band edge, in Hz.
+      fmax: highest mel band edge, in Hz (None: sample_rate / 2).
+      htk: HTK mel scale instead of Slaney's.
+      mel_norm: filterbank normalisation, "slaney" or None.
+      pad_mode: padding of the centred frames, "constant" (librosa 0.11) or "reflect".
+      top_db: floor at `max - top_db` dB per example; None for no floor.
+      normalize: "batchnorm", "batchnorm_global" or "none" (see the module docstring).
+      bn_momentum: decay of the batch-norm running statistics (0.9 is PyTorch's momentum 0.1).
+    """
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    hop_length: int = 256
+    n_mels: int = 96
+    fmin: float = 0.0
+    fmax: float | None = None
+    htk: bool = False
+    mel_norm: str | None = "slaney"
+    pad_mode: str = "constant"
+    top_db: float | None = 80.0
+    normalize: str = "batchnorm"
+    bn_momentum: float = 0.9
+
+    def log_mel(self, audio):
+        """`(batch, samples)` -> the dB mel spectrogram `(batch, frames, n_mels)`, unnormalised."""
+        if audio.ndim != 2:
+            raise ValueError(
+                f"{type(self).__name__} expects audio of shape (batch, samples), got {audio.shape}"
+            )
+        if audio.shape[-1] < self.n_fft // 2 + 1:
+            raise ValueError(
+                f"{audio.shape[-1]} samples is too short for n_fft={self.n_fft} frames; give at "
+                f"least {self.n_fft // 2 + 1}"
+            )
+        mel = features.melspectrogram(
+            audio,
+            sr=self.sample_rate,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            n_mels=self.n_mels,
+            fmin=self.fmin,
+            fmax=self.fmax,
+            htk=self.htk,
+            norm=self.mel_norm,
+            pad_mode=self.pad_mode,
+            power=2.0,
+        )
+        return features.power_to_db(mel, ref=1.0, amin=1e-10, top_db=self.top_db)
+
+    def normalized(self, x, *, train: bool):
+        """Scales dB frames `(batch, frames, bins)` for the network, as `normalize` says."""
+        if self.normalize == "none":
+            return x
+        if self.normalize == "batchnorm":
+            return nn.BatchNorm(
+                use_running_average=not train, momentum=self.bn_momentum, name="input_norm"
+            )(x)
+        if self.normalize == "batchnorm_global":
+            norm = nn.BatchNorm(
+                use_running_average=not train, momentum=self.bn_momentum, name="input_norm"
+            )
+            return norm(x[..., None])[..., 0]
+        raise ValueError(
+            f"unknown normalize={self.normalize!r}; choose one of {', '.join(NORMALIZATIONS)}"
+        )
+
+    @nn.compact
+    def __call__(self, audio, *, train: bool):
+        """`(batch, samples)` -> `(batch, frames, n_mels)`."""
+        return self.normalized(self.log_mel(audio), train=train)
+
+
+@register_frontend("mfcc")
+class MFCC(LogMel):
+    """MFCC frames: `(batch, samples)` -> `(batch, frames, n_mfcc)`.
+
+    librosa's definition: the orthonormal DCT-II over the mel axis of the dB mel spectrogram,
+    first `n_mfcc` coefficients. The default of 90 coefficients from 96 mel bands is the
+    slides' MFCC front end. Attributes as `LogMel`, plus:
+
+    Attributes:
+      n_mfcc: number of coefficients kept (at most n_mels).
+    """
+
+    n_mfcc: int = 90
+
+    @nn.compact
+    def __call__(self, audio, *, train: bool):
+        """`(batch, samples)` -> `(batch, frames, n_mfcc)`."""
+        if not 1 <= self.n_mfcc <= self.n_mels:
+            raise ValueError(f"n_mfcc={self.n_mfcc} must be between 1 and n_mels={self.n_mels}")
+        cepstrum = features.dct(self.log_mel(audio), axis=-1, norm="ortho")[..., : self.n_mfcc]
+        return self.normalized(cepstrum, train=train)

@@ -1,0 +1,123 @@
+"""Temporal summaries: a sequence of frames `X` `(batch, frames, dim)` -> a clip vector `f`.
+
+The slides' `f = T(X)`: a bag of frames (a histogram of k-means codewords, fitted once on
+training frames and then frozen), a recurrent network read sequence-to-one, or plain pooling;
+`none` passes on the clip vector of a front end that already pools over time.
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from tagjax.models.registry import register_summary
+
+
+def _require_frames(x, module: nn.Module):
+    if x.ndim != 3:
+        raise ValueError(
+            f"the {type(module).__name__} summary reads (batch, frames, dim) sequences, got shape "
+            f"{x.shape}; use summary 'none' after a front end that outputs clip vectors"
+        )
+
+
+@register_summary("mean")
+class MeanPool(nn.Module):
+    """Mean over frames: `(batch, frames, dim)` -> `(batch, dim)`."""
+
+    def __call__(self, x, *, train: bool = False):
+        _require_frames(x, self)
+        return jnp.mean(x, axis=-2)
+
+
+@register_summary("max")
+class MaxPool(nn.Module):
+    """Maximum over frames: `(batch, frames, dim)` -> `(batch, dim)`."""
+
+    def __call__(self, x, *, train: bool = False):
+        _require_frames(x, self)
+        return jnp.max(x, axis=-2)
+
+
+@register_summary("meanmax")
+class MeanMaxPool(nn.Module):
+    """Mean and maximum over frames, concatenated: `(batch, frames, dim)` -> `(batch, 2 dim)`."""
+
+    def __call__(self, x, *, train: bool = False):
+        _require_frames(x, self)
+        return jnp.concatenate([jnp.mean(x, axis=-2), jnp.max(x, axis=-2)], axis=-1)
+
+
+@register_summary("none")
+class NoSummary(nn.Module):
+    """Identity on clip vectors `(batch, dim)`, for front ends that pool over time themselves."""
+
+    def __call__(self, x, *, train: bool = False):
+        if x.ndim != 2:
+            raise ValueError(
+                f"summary 'none' passes on (batch, dim) clip vectors, got shape {x.shape}; a "
+                "front end that outputs frames needs a temporal summary (mean, lstm, bof, ...)"
+            )
+        return x
+
+
+class _RecurrentStack(nn.Module):
+    """`num_layers` recurrent layers read left to right; the output is the last layer's final
+    hidden state (sequence-to-one)."""
+
+    hidden: int
+    num_layers: int
+    dropout: float
+    unroll: int
+    cell_type = nn.RNNCellBase  # a class attribute, not a field: set by each subclass
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        _require_frames(x, self)
+        for layer in range(self.num_layers):
+            if layer > 0:
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+            cell = self.cell_type(self.hidden, name=f"layer{layer}")
+            x = nn.RNN(cell, unroll=self.unroll)(x)
+        return x[:, -1]
+
+
+@register_summary("lstm")
+class LSTMSummary(_RecurrentStack):
+    """Stacked LSTM read sequence-to-one: `(batch, frames, dim)` -> `(batch, hidden)`.
+
+    The slides' LSTM_2 (two layers, f in R^1024). Each layer is Flax's `OptimizedLSTMCell`
+    (gates i, f, g, o with one bias each; forget-gate bias initialised at 0). The summary is
+    the last layer's hidden state after the last frame.
+
+    Attributes:
+      hidden: hidden size of every layer.
+      num_layers: number of stacked layers.
+      dropout: dropout rate between layers in training.
+      unroll: scan unroll factor (speed only).
+    """
+
+    hidden: int = 1024
+    num_layers: int = 2
+    dropout: float = 0.0
+    unroll: int = 1
+    cell_type = nn.OptimizedLSTMCell
+
+
+@register_summary("gru")
+class GRUSummary(_RecurrentStack):
+    """Stacked GRU read sequence-to-one: `(batch, frames, dim)` -> `(batch, hidden)`.
+
+    Choi et al. 2017's CRNN summary (two layers of 32 units after a 2D CNN). Flax's `GRUCell`
+    computes `n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`, the same form as cuDNN/PyTorch.
+
+    Attributes:
+      hidden: hidden size of every layer.
+      num_layers: number of stacked layers.
+      dropout: dropout rate between layers in training.
+      unroll: scan unroll factor (speed only).
+    """
+
+    hidden: int = 32
+    num_layers: int = 2
+    dropout: float = 0.0
+    unroll: int = 1
+    cell_type = nn.GRUCell
