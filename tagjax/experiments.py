@@ -1,0 +1,125 @@
+"""The slides' four experiments on the same data: `python -m tagjax.experiments`.
+
+Trains `cnn_bof`, `cnn_lstm`, `mfcc_bof` and `mfcc_lstm` (each in `OUT/<config>`; a finished run
+is reused, a killed one resumed), then writes `OUT/experiments.md` (a markdown table) and
+`OUT/experiments.png` (a bar chart) of their test ROC-AUC and PR-AUC beside the figures of the
+slides (Sankaran 2017, on MagnaTagATune) and the MFCC-statistics + logistic-regression baseline
+of the data set, when `benchmarks/synth_baseline.py` has written it.
+
+    python -m tagjax.experiments [--out runs/experiments] [--configs cnn_lstm,mfcc_lstm]
+        [--baseline benchmarks/results/synth_baseline.json] [--set num_epochs=5 ...]
+"""
+
+import argparse
+import json
+import os
+
+# ROC-AUC reported on the slides for the four pipelines (MagnaTagATune, Sankaran 2017).
+SLIDES_ROC_AUC = {"cnn_bof": 0.67, "cnn_lstm": 0.71, "mfcc_bof": 0.62, "mfcc_lstm": 0.74}
+CONFIGS = tuple(SLIDES_ROC_AUC)
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _apply_overrides(config, overrides: list[str]) -> None:
+    for item in overrides:
+        key, _, value = item.partition("=")
+        node = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = _parse_value(value)
+
+
+def run_experiments(out: str, configs: list[str], overrides: list[str]) -> dict:
+    """Trains (or reuses) each config's run and returns `{config: test report}`."""
+    import importlib
+
+    from tagjax import train
+
+    reports = {}
+    for name in configs:
+        workdir = os.path.join(out, name)
+        results_path = os.path.join(workdir, "results.json")
+        if os.path.exists(results_path):
+            with open(results_path) as f:
+                reports[name] = json.load(f)
+            print(f"{name}: reusing {results_path}")
+            continue
+        config = importlib.import_module(f"tagjax.configs.{name}").get_config()
+        _apply_overrides(config, overrides)
+        reports[name] = train.train_and_evaluate(config, workdir)
+    return reports
+
+
+def markdown_table(reports: dict, baseline: dict | None) -> str:
+    lines = ["| pipeline | test ROC-AUC | test PR-AUC | slides' ROC-AUC (MagnaTagATune) |",
+             "|---|---|---|---|"]
+    for name, report in reports.items():
+        lines.append(f"| {name} | {report['roc_auc']:.4f} | {report['pr_auc']:.4f} | "
+                     f"{SLIDES_ROC_AUC.get(name, float('nan')):.2f} |")
+    if baseline is not None:
+        lines.append(f"| baseline: MFCC mean+std, logistic regression | {baseline['roc_auc']:.4f} "
+                     f"| {baseline['pr_auc']:.4f} | |")
+    return "\n".join(lines)
+
+
+def bar_chart(reports: dict, baseline: dict | None, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(reports)
+    roc = [reports[n]["roc_auc"] for n in names]
+    pr = [reports[n]["pr_auc"] for n in names]
+    slides = [SLIDES_ROC_AUC.get(n, np.nan) for n in names]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.bar(x - 0.27, roc, 0.27, label="tagjax test ROC-AUC")
+    ax.bar(x, pr, 0.27, label="tagjax test PR-AUC")
+    ax.bar(x + 0.27, slides, 0.27, label="slides' ROC-AUC (MagnaTagATune)")
+    if baseline is not None:
+        ax.axhline(baseline["roc_auc"], color="k", linestyle="--", linewidth=1,
+                   label="baseline ROC-AUC (MFCC stats + logistic regression)")
+    ax.set_xticks(x, names)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("macro score over tags")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("The slides' four pipelines on the same data")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default=os.path.join("runs", "experiments"))
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--baseline", default=os.path.join("benchmarks", "results",
+                                                           "synth_baseline.json"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field in every run, e.g. num_epochs=5")
+    args = parser.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    reports = run_experiments(args.out, args.configs.split(","), args.set)
+    baseline = None
+    if os.path.exists(args.baseline):
+        with open(args.baseline) as f:
+            baseline = json.load(f)
+    table = markdown_table(reports, baseline)
+    with open(os.path.join(args.out, "experiments.md"), "w") as f:
+        f.write(table + "\n")
+    bar_chart(reports, baseline, os.path.join(args.out, "experiments.png"))
+    print(table)
+    print(f"wrote {args.out}/experiments.md and {args.out}/experiments.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,536 @@
+"""Train, evaluate and checkpoint a tagger.
+
+    python -m tagjax.train --config cnn_lstm [--workdir runs/cnn_lstm] [--config.key=value ...]
+
+`--config` takes a config's name (`configs/<name>.py`, installed as `tagjax.configs`) or a path
+to a config file. The work directory holds orbax checkpoints (`checkpoints/latest`,
+`checkpoints/best`), `config.json`, `metrics.jsonl`, TensorBoard events (`tensorboard/`) and,
+at the end, `results.json` with the test split's metrics and a per-tag table. Running the same
+command on a work directory that holds a checkpoint resumes it.
+
+The file reads top to bottom: input, model and state, update step, evaluation, the training loop
+with its checkpoints, and the command line.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from tagjax import checkpointing, metrics
+from tagjax import data as tj_data
+from tagjax import models as tj_models
+from tagjax.features import kmeans_fit, pca_fit, pca_transform
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Input
+
+
+def _sources(config: ml_collections.ConfigDict) -> tuple[dict[str, Any], list[str]]:
+    """The train/valid/test data sources of the configured data set, and its tag names."""
+    dataset = config.dataset
+    kwargs = dict(dataset.get("builder_kwargs", {}) or {})
+    sources, tags = {}, None
+    for split in ("train", "valid", "test"):
+        sources[split], split_tags = tj_data.get_source(
+            dataset.name, split, config=dataset.get("config") or None,
+            data_dir=dataset.get("data_dir") or None, **kwargs)
+        tags = tags or split_tags
+    return sources, list(tags)
+
+
+def _crop_samples(config) -> int:
+    return round(config.crop_seconds * config.sample_rate)
+
+
+def _train_loader(config, source, *, seed: int):
+    return tj_data.train_loader(
+        source, batch_size=config.batch_size, crop_samples=_crop_samples(config), seed=seed,
+        worker_count=config.worker_count)
+
+
+def _eval_loader(config, source):
+    return tj_data.eval_loader(
+        source, batch_size=config.eval_batch_size, chunk_samples=_crop_samples(config),
+        n_chunks=config.eval_chunks)
+
+
+# ----------------------------------------------------------------------------------------------
+# Model and state
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything that changes during training, as one pytree of arrays.
+
+    Attributes:
+      step: () int32, number of updates applied.
+      params: the trainable parameters (`params` collection).
+      model_state: the other variable collections (batch statistics, frozen k-means/PCA).
+      opt_state: the optimizer's state.
+      rng: (2,) uint32, the run's base key; each step folds in its step number.
+    """
+
+    step: jax.Array
+    params: Any
+    model_state: Any
+    opt_state: Any
+    rng: jax.Array
+
+    def variables(self) -> dict:
+        return {"params": self.params, **self.model_state}
+
+
+def _model_config(config, num_tags: int) -> ml_collections.ConfigDict:
+    model_config = ml_collections.ConfigDict(config.model.to_dict())
+    model_config.num_tags = num_tags
+    model_config.sample_rate = config.sample_rate
+    return model_config
+
+
+def _learning_rate(config, steps_per_epoch: int) -> optax.Schedule:
+    total = max(config.num_epochs * steps_per_epoch, 1)
+    warmup = min(int(config.optimizer.warmup_epochs * steps_per_epoch), total - 1)
+    peak = config.optimizer.learning_rate
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=peak, warmup_steps=warmup, decay_steps=total,
+        end_value=peak * config.optimizer.final_lr_ratio)
+
+
+def _optimizer(config, steps_per_epoch: int, params) -> optax.GradientTransformation:
+    """AdamW with a warmup-cosine schedule; a frozen front end gets no updates at all."""
+    adamw = optax.adamw(_learning_rate(config, steps_per_epoch),
+                        weight_decay=config.optimizer.weight_decay)
+    if config.optimizer.clip_norm:
+        adamw = optax.chain(optax.clip_by_global_norm(config.optimizer.clip_norm), adamw)
+    if not (config.init_from and config.freeze_frontend):
+        return adamw
+    labels = {name: "frozen" if name == "frontend" else "trained" for name in params}
+    return optax.multi_transform({"trained": adamw, "frozen": optax.set_to_zero()}, labels)
+
+
+def _init_variables(model, config, key) -> dict:
+    dummy = jnp.zeros((1, _crop_samples(config)), jnp.float32)
+    params_key, dropout_key = jax.random.split(key)
+    variables = jax.jit(lambda: model.init({"params": params_key, "dropout": dropout_key},
+                                           dummy, train=False))()
+    return flax.core.unfreeze(variables)
+
+
+def _collect_frames(model, variables, config, source) -> np.ndarray:
+    """Frames `(n, dim)` that the temporal summary reads, from random crops of training clips."""
+    loader = _train_loader(config, source, seed=config.seed + 1)
+    frames_fn = jax.jit(lambda v, audio: model.apply(v, audio, train=False, method=model.frames))
+    batches = max(1, math.ceil(config.kmeans.fit_clips / config.batch_size))
+    rng = np.random.default_rng(config.seed)
+    collected = []
+    for _, batch in zip(range(batches), loader, strict=False):
+        frames = np.asarray(frames_fn(variables, batch["audio"]))
+        frames = frames.reshape(-1, frames.shape[-1])
+        keep = rng.choice(len(frames), min(len(frames), config.kmeans.frames_per_batch),
+                          replace=False)
+        collected.append(frames[keep])
+    return np.concatenate(collected)
+
+
+def _fit_bag_of_frames(model, variables, config, source) -> dict:
+    """Fits the frozen PCA (optional) and k-means of a bag-of-frames summary on training frames."""
+    frames = _collect_frames(model, variables, config, source)
+    pca = None
+    if config.kmeans.pca_components:
+        pca = pca_fit(frames, config.kmeans.pca_components, whiten=config.kmeans.pca_whiten)
+        frames = np.asarray(pca_transform(pca, frames))
+    km = kmeans_fit(jax.random.PRNGKey(config.seed), frames, config.kmeans.k,
+                    n_iter=config.kmeans.n_iter)
+    return tj_models.set_kmeans(variables, km, pca=pca)
+
+
+def _transplant_frontend(variables: dict, init_from: str) -> dict:
+    """Copies the trained front end of the run in `init_from` into `variables` (by name)."""
+    other_config = load_run_config(init_from)
+    other_model = tj_models.build(other_config.model_full)
+    other_variables = _init_variables(other_model, other_config.train, jax.random.PRNGKey(0))
+    abstract = _new_state_like(other_variables)
+    state, _ = checkpointing.restore_state_only(init_from, abstract)
+    variables = dict(variables)
+    for collection, tree in state.variables().items():
+        if "frontend" in tree and collection in variables:
+            variables[collection] = {**variables[collection], "frontend": tree["frontend"]}
+    return variables
+
+
+def _new_state_like(variables: dict) -> TrainState:
+    """A TrainState skeleton over `variables`, for restoring the variables alone."""
+    params = variables["params"]
+    model_state = {k: v for k, v in variables.items() if k != "params"}
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                      opt_state=None, rng=jnp.zeros((2,), jnp.uint32))
+
+
+def create_state(model, config, tx_fn: Callable, sources, *, fit_statistics: bool) -> TrainState:
+    """Initial variables (with a transplanted front end and fitted k-means where configured)."""
+    key = jax.random.PRNGKey(config.seed)
+    init_key, run_key = jax.random.split(key)
+    variables = _init_variables(model, config, init_key)
+    if config.init_from:
+        variables = _transplant_frontend(variables, config.init_from)
+    if fit_statistics and _uses_bag_of_frames(config):
+        variables = _fit_bag_of_frames(model, variables, config, sources["train"])
+    params = variables.pop("params")
+    tx = tx_fn(params)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+                      opt_state=tx.init(params), rng=run_key)
+
+
+def _uses_bag_of_frames(config) -> bool:
+    return config.model.summary.name == "bof"
+
+
+# ----------------------------------------------------------------------------------------------
+# Update step
+
+
+def make_train_step(model, tx: optax.GradientTransformation, *, frozen_frontend: bool):
+    """A pure `train_step(state, batch) -> (state, metrics)` with binary cross-entropy."""
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        dropout_key = jax.random.fold_in(state.rng, state.step)
+
+        def loss_fn(params):
+            logits, updates = model.apply(
+                {"params": params, **state.model_state}, batch["audio"], train=True,
+                rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+            loss = optax.sigmoid_binary_cross_entropy(logits, batch["labels"]).mean()
+            return loss, updates
+
+        (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, param_updates)
+        model_state = dict(state.model_state)
+        if "batch_stats" in updates:
+            new_stats = dict(updates["batch_stats"])
+            if frozen_frontend and "frontend" in model_state.get("batch_stats", {}):
+                # A frozen front end is a black box: its batch statistics stay as trained.
+                new_stats["frontend"] = model_state["batch_stats"]["frontend"]
+            model_state["batch_stats"] = new_stats
+        new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
+                                  opt_state=opt_state)
+        return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
+
+    return train_step
+
+
+def make_predict(model):
+    """A pure `predict(variables, audio (B, samples)) -> probabilities (B, L)`."""
+
+    def predict(variables, audio):
+        return jax.nn.sigmoid(model.apply(variables, audio, train=False))
+
+    return predict
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate(predict_fn, variables, loader, tags: list[str], put_batch) -> dict:
+    """Track-level macro ROC-AUC / PR-AUC: chunk predictions averaged over each track's chunks."""
+    scores, labels, track, valid = [], [], [], []
+    for batch in loader:
+        scores.append(np.asarray(predict_fn(variables, put_batch(batch["audio"]))))
+        labels.append(batch["labels"])
+        track.append(batch["track"])
+        valid.append(batch["valid"])
+    scores, labels = np.concatenate(scores), np.concatenate(labels)
+    track, valid = np.concatenate(track), np.concatenate(valid)
+    num_tracks = int(track[valid].max()) + 1 if valid.any() else 0
+    track_scores = np.asarray(metrics.track_mean(scores, track, valid, num_tracks))
+    track_labels = np.asarray(metrics.track_mean(labels, track, valid, num_tracks)) > 0.5
+    return metrics.tagging_report(track_labels, track_scores, tags)
+
+
+# ----------------------------------------------------------------------------------------------
+# The training loop
+
+
+class _Logger:
+    """metrics.jsonl plus TensorBoard event files (tensorboardX, no TensorFlow)."""
+
+    def __init__(self, workdir: str, enabled: bool):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        for name, value in values.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(name, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _mesh_shardings():
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    return NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+
+
+def _check_batch_divisible(batch_size: int, what: str) -> None:
+    if batch_size % jax.device_count():
+        raise ValueError(f"{what}={batch_size} must be a multiple of the {jax.device_count()} "
+                         f"devices JAX sees, so each device gets the same share of the batch.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       *, step_hook: Callable[[int], None] | None = None) -> dict:
+    """Trains the configured model, evaluating every epoch, then tests the best checkpoint.
+
+    Args:
+      config: a training config (see `configs/`).
+      workdir: where checkpoints, metrics and results go; a checkpoint there is resumed.
+      step_hook: called with the step number after each update (tests use it to interrupt).
+
+    Returns:
+      The test split's report (`results.json`).
+
+    Raises:
+      TrainingDivergedError: the loss became NaN or infinite; the last good checkpoint is kept.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    is_main = jax.process_index() == 0
+    _check_batch_divisible(config.batch_size, "batch_size")
+    _check_batch_divisible(config.eval_batch_size, "eval_batch_size")
+    data_sharding, replicated = _mesh_shardings()
+
+    def put_batch(array):
+        return jax.make_array_from_process_local_data(data_sharding, np.asarray(array))
+
+    # Input.
+    sources, tags = _sources(config)
+    steps_per_epoch = len(sources["train"]) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"The train split has {len(sources['train'])} tracks, fewer than one "
+                         f"batch of {config.batch_size}.")
+    total_steps = config.num_epochs * steps_per_epoch
+
+    # Model and state.
+    model = tj_models.build(_model_config(config, len(tags)))
+    frozen = bool(config.init_from and config.freeze_frontend)
+
+    def tx_fn(params):
+        return _optimizer(config, steps_per_epoch, params)
+
+    checkpoints = checkpointing.RunCheckpoints(workdir)
+    resuming = checkpoints.latest_step() is not None
+    state = create_state(model, config, tx_fn, sources, fit_statistics=not resuming)
+    tx = tx_fn(state.params)
+    train_iter = iter(_train_loader(config, sources["train"], seed=config.seed))
+    meta = {"epoch": 0, "best_valid_roc_auc": -1.0, "best_step": None}
+    if resuming:
+        state, data_state, meta = checkpoints.restore_latest(state)
+        train_iter.set_state(data_state)
+        print(f"Resuming {workdir} from step {int(state.step)} (epoch {meta['epoch']}).")
+    else:
+        _save_run_config(workdir, config, tags, is_main)
+    state = jax.device_put(state, replicated)
+
+    train_step = jax.jit(make_train_step(model, tx, frozen_frontend=frozen), donate_argnums=0)
+    predict = jax.jit(make_predict(model))
+    logger = _Logger(workdir, is_main)
+
+    from tqdm.auto import tqdm
+
+    step = int(state.step)
+    progress = tqdm(total=total_steps, initial=step, disable=not is_main or not config.progress,
+                    desc=os.path.basename(os.path.normpath(workdir)), unit="step")
+    window_loss, window_clips, window_start = [], 0, time.perf_counter()
+    try:
+        while step < total_steps:
+            batch = next(train_iter)
+            state, step_metrics = train_step(
+                state, {"audio": put_batch(batch["audio"]), "labels": put_batch(batch["labels"])})
+            loss = float(step_metrics["loss"])
+            if not math.isfinite(loss):
+                last = checkpoints.latest_step()
+                raise TrainingDivergedError(
+                    f"The training loss became {loss} at step {step + 1}. Nothing was saved after "
+                    f"it: the last good checkpoint is step {last} in {workdir}/checkpoints/latest. "
+                    f"Lower the learning rate (--config.optimizer.learning_rate) or set "
+                    f"--config.optimizer.clip_norm, then rerun the same command to resume.")
+            step += 1
+            window_loss.append(loss)
+            window_clips += config.batch_size
+            if step % config.log_every_steps == 0 or step == total_steps:
+                elapsed = time.perf_counter() - window_start
+                clips_per_second = window_clips / max(elapsed, 1e-9)
+                train_loss = float(np.mean(window_loss))
+                progress.set_postfix(loss=f"{train_loss:.4f}", clips_s=f"{clips_per_second:.1f}")
+                logger.write(step, {"train_loss": train_loss, "clips_per_second": clips_per_second,
+                                    "learning_rate": float(_learning_rate(
+                                        config, steps_per_epoch)(step))})
+                window_loss, window_clips, window_start = [], 0, time.perf_counter()
+            progress.update(1)
+
+            end_of_epoch = step % steps_per_epoch == 0
+            if end_of_epoch:
+                meta["epoch"] = step // steps_per_epoch
+                report = evaluate(predict, state.variables(),
+                                  _eval_loader(config, sources["valid"]), tags, put_batch)
+                valid = {"valid_roc_auc": report["roc_auc"], "valid_pr_auc": report["pr_auc"],
+                         "epoch": meta["epoch"]}
+                logger.write(step, valid)
+                progress.write(f"epoch {meta['epoch']}/{config.num_epochs}  step {step}  valid "
+                               f"ROC-AUC {report['roc_auc']:.4f}  PR-AUC {report['pr_auc']:.4f}")
+                if report["roc_auc"] > meta["best_valid_roc_auc"]:
+                    meta["best_valid_roc_auc"], meta["best_step"] = report["roc_auc"], step
+                    checkpoints.save_best(step, state, train_iter.get_state(), dict(meta))
+            if end_of_epoch or step % config.checkpoint_every_steps == 0 or step == total_steps:
+                checkpoints.save_latest(step, state, train_iter.get_state(), dict(meta))
+            if step_hook is not None:
+                step_hook(step)
+        progress.close()
+
+        # Test the best checkpoint.
+        if checkpoints.best_step() is not None:
+            state, _, _ = checkpoints.restore_best(jax.device_get(state))
+            state = jax.device_put(state, replicated)
+        report = evaluate(predict, state.variables(), _eval_loader(config, sources["test"]),
+                          tags, put_batch)
+        report.update({"config": config.name, "best_step": meta["best_step"],
+                       "best_valid_roc_auc": meta["best_valid_roc_auc"], "steps": step})
+        if is_main:
+            with open(os.path.join(workdir, "results.json"), "w") as f:
+                json.dump(report, f, indent=2)
+            print(format_report(report))
+        return report
+    finally:
+        progress.close()
+        logger.close()
+        checkpoints.close()
+
+
+def format_report(report: dict) -> str:
+    """A per-tag table of the test report, best tags first."""
+    lines = [f"test macro ROC-AUC {report['roc_auc']:.4f}   PR-AUC {report['pr_auc']:.4f}",
+             f"{'tag':<16} {'ROC-AUC':>8} {'PR-AUC':>8}"]
+    per_tag = report["per_tag"]
+    for tag in sorted(per_tag, key=lambda t: -np.nan_to_num(per_tag[t]["roc_auc"], nan=-1)):
+        lines.append(f"{tag:<16} {per_tag[tag]['roc_auc']:>8.4f} {per_tag[tag]['pr_auc']:>8.4f}")
+    if report.get("excluded_tags"):
+        excluded = ", ".join(report["excluded_tags"])
+        lines.append(f"left out (one class only in the split): {excluded}")
+    return "\n".join(lines)
+
+
+def _save_run_config(workdir: str, config, tags: list[str], is_main: bool) -> None:
+    if is_main:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            json.dump({"train": config.to_dict(), "tags": tags}, f, indent=2)
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run in `workdir` was trained with: `.train`, `.model_full` and `.tags`."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{workdir}: no config.json; is this a tagjax training work "
+                                f"directory?")
+    with open(path) as f:
+        saved = json.load(f)
+    train_config = ml_collections.ConfigDict(saved["train"])
+    run = ml_collections.ConfigDict()
+    run.train = train_config
+    run.tags = saved["tags"]
+    run.model_full = _model_config(train_config, len(saved["tags"]))
+    return run
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def available_configs() -> list[str]:
+    import tagjax.configs
+
+    folder = os.path.dirname(tagjax.configs.__file__)
+    return sorted(name[:-3] for name in os.listdir(folder)
+                  if name.endswith(".py") and not name.startswith("_") and name != "common.py")
+
+
+def resolve_config_argument(argv: list[str]) -> list[str]:
+    """Rewrites `--config NAME` into the path of `configs/NAME.py`; paths pass through."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            argv[i + 1] = _config_path(argv[i + 1])
+        elif arg.startswith("--config="):
+            argv[i] = "--config=" + _config_path(arg.split("=", 1)[1])
+    return argv
+
+
+def _config_path(value: str) -> str:
+    path, _, arg = value.partition(":")
+    if os.path.isfile(path):
+        return value
+    import tagjax.configs
+
+    candidate = os.path.join(os.path.dirname(tagjax.configs.__file__), f"{path}.py")
+    if os.path.isfile(candidate):
+        return candidate + (f":{arg}" if arg else "")
+    raise SystemExit(f"Unknown config {value!r}: not a file and not one of the available "
+                     f"configs: {', '.join(available_configs())}.")
+
+
+def main(argv=None) -> None:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    argv = resolve_config_argument(sys.argv if argv is None else argv)
+    config_flag = config_flags.DEFINE_config_file(
+        "config", None, "A config name (e.g. cnn_lstm) or a path to a config file.")
+    workdir_flag = flags.DEFINE_string(
+        "workdir", None, "Work directory for checkpoints, metrics and results "
+        "(default: runs/<config name>). A checkpoint there is resumed.")
+    flags.mark_flag_as_required("config")
+
+    def run(_):
+        config = config_flag.value
+        workdir = workdir_flag.value or os.path.join("runs", config.name)
+        if config.multihost:
+            jax.distributed.initialize()
+        try:
+            train_and_evaluate(config, workdir)
+        except TrainingDivergedError as e:
+            raise SystemExit(f"error: {e}") from None
+
+    app.run(run, argv=argv)
+
+
+if __name__ == "__main__":
+    main()
