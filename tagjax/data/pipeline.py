@@ -160,7 +160,7 @@ def train_loader(
 
     Raises:
       ValueError: a size is not positive, the seed is out of range, the source is empty, or
-        there are fewer examples per host than one batch.
+        `num_epochs` epochs hold fewer examples per host than one batch.
     """
     _check_positive(batch_size=batch_size, crop_samples=crop_samples)
     if num_epochs is not None:
@@ -172,10 +172,10 @@ def train_loader(
     shard_index, shard_count = _default_shard(shard_index, shard_count)
     if len(source) == 0:
         raise ValueError("the data source is empty")
-    if len(source) // shard_count < batch_size:
+    if num_epochs is not None and len(source) * num_epochs // shard_count < batch_size:
         raise ValueError(
-            f"{len(source)} examples over {shard_count} host(s) are fewer than one batch of "
-            f"{batch_size} per host"
+            f"{num_epochs} epoch(s) of {len(source)} examples over {shard_count} host(s) give "
+            f"fewer than one batch of {batch_size} per host"
         )
     stream = (
         grain.MapDataset.source(source)

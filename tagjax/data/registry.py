@@ -15,7 +15,7 @@ import os
 
 # The module that registers each builder with TFDS when imported.
 BUILDER_MODULES = {
-    "synth": "tagjax.data.synth",
+    "synth": "tagjax.data.synth_builder",
     "magnatagatune": "tagjax.data.magnatagatune",
     "folder": "tagjax.data.folder",
 }
