@@ -1,0 +1,23 @@
+"""The slides' CNN + bag-of-frames: Choi's 5-layer CNN as a frame encoder, frames assigned to
+k-means centroids fitted on training frames (then frozen), the histogram read by a 2-layer MLP.
+
+As on the slides, the CNN is meant to be a trained black box: `--config.init_from=RUN` takes the
+front end of a trained `cnn_lstm` run (frozen unless `--config.freeze_frontend=False`), and the
+k-means is fitted on its frames. Without `init_from` the codebook is fitted on the frames of the
+freshly initialised CNN and the model trains end to end through the soft assignment."""
+
+import ml_collections
+
+from tagjax.configs import common
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = common.base_config("cnn_bof")
+    config.model.frontend = ml_collections.ConfigDict(dict(
+        name="cnn5", n_mels=96, channels=(32, 32, 64, 64, 64),
+        pools=((1, 2), (2, 2), (2, 2), (1, 3), (1, 4)), dropout=0.1))
+    config.model.summary = ml_collections.ConfigDict(dict(name="bof", soft=True,
+                                                          temperature=1.0))
+    config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=128, dropout=0.3))
+    config.kmeans.k = 256
+    return config

@@ -1,0 +1,20 @@
+"""The slides' MFCC + bag-of-frames: 90 MFCC per frame, assigned to k-means centroids fitted on
+training frames (then frozen); the normalised histogram read by a 2-layer MLP. The slides used
+K = 1024 on MagnaTagATune; `--config.kmeans.k=1024` restores it."""
+
+import ml_collections
+
+from tagjax.configs import common
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = common.base_config("mfcc_bof")
+    # Plain dB MFCC (no batch norm): the codebook is fitted once on these frames.
+    config.model.frontend = ml_collections.ConfigDict(dict(name="mfcc", n_mels=96, n_mfcc=90,
+                                                           normalize="none"))
+    config.model.summary = ml_collections.ConfigDict(dict(name="bof", soft=True,
+                                                          temperature=1.0))
+    config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=128, dropout=0.3))
+    config.kmeans.k = 256
+    config.kmeans.pca_components = 0
+    return config
