@@ -22,7 +22,12 @@ def features(num_tags: int):
 
     return tfds.features.FeaturesDict(
         {
-            "audio": tfds.features.Tensor(shape=(None,), dtype=np.int16),
+            # Raw bytes: without it TFDS serialises int16 as an int64 list of varints (~6 bytes a
+            # sample), and a split over 1 GiB of serialised examples makes its shuffler spill to
+            # disk through tf.io.gfile, which needs TensorFlow.
+            "audio": tfds.features.Tensor(
+                shape=(None,), dtype=np.int16, encoding=tfds.features.Encoding.BYTES
+            ),
             "labels": tfds.features.Tensor(shape=(num_tags,), dtype=np.uint8),
             "id": tfds.features.Text(),
         }
