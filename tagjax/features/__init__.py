@@ -28,3 +28,23 @@ from tagjax.features.spectral import spectrogram as spectrogram
 from tagjax.features.spectral import stft as stft
 
 # --- statistics: PCA, k-means, bag-of-frames ---
+# isort: split
+from tagjax.features.bag_of_frames import bag_of_frames as bag_of_frames
+from tagjax.features.kmeans import KMeans as KMeans
+from tagjax.features.kmeans import MiniBatchKMeansState as MiniBatchKMeansState
+from tagjax.features.kmeans import kmeans_assign as kmeans_assign
+from tagjax.features.kmeans import kmeans_fit as kmeans_fit
+from tagjax.features.kmeans import kmeans_inertia as kmeans_inertia
+from tagjax.features.kmeans import kmeans_plusplus as kmeans_plusplus
+from tagjax.features.kmeans import minibatch_kmeans_fit as minibatch_kmeans_fit
+from tagjax.features.kmeans import minibatch_kmeans_init as minibatch_kmeans_init
+from tagjax.features.kmeans import minibatch_kmeans_update as minibatch_kmeans_update
+from tagjax.features.pca import PCA as PCA
+from tagjax.features.pca import PCAStatistics as PCAStatistics
+from tagjax.features.pca import pca_fit as pca_fit
+from tagjax.features.pca import pca_from_statistics as pca_from_statistics
+from tagjax.features.pca import pca_inverse_transform as pca_inverse_transform
+from tagjax.features.pca import pca_statistics_init as pca_statistics_init
+from tagjax.features.pca import pca_statistics_merge as pca_statistics_merge
+from tagjax.features.pca import pca_statistics_update as pca_statistics_update
+from tagjax.features.pca import pca_transform as pca_transform
