@@ -35,7 +35,8 @@ def hz_to_mel(frequencies, htk: bool = False):
     xp = _namespace(frequencies)
     f = xp.asarray(frequencies, dtype=None if xp is jnp else np.float64)
     if htk:
-        return 2595.0 * xp.log10(1.0 + f / 700.0)
+        # log1p: float32 keeps its relative accuracy at low frequencies.
+        return (2595.0 / np.log(10.0)) * xp.log1p(f / 700.0)
     linear = f / _SLANEY_HZ_PER_MEL
     # The maximum keeps the unused branch finite (and its gradient defined) below 1 kHz.
     log = _SLANEY_MIN_LOG_MEL + xp.log(
@@ -48,7 +49,7 @@ def mel_to_hz(mels, htk: bool = False):
     xp = _namespace(mels)
     m = xp.asarray(mels, dtype=None if xp is jnp else np.float64)
     if htk:
-        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+        return 700.0 * xp.expm1(m * (np.log(10.0) / 2595.0))
     linear = _SLANEY_HZ_PER_MEL * m
     log = _SLANEY_MIN_LOG_HZ * xp.exp(
         _SLANEY_LOG_STEP * (xp.maximum(m, _SLANEY_MIN_LOG_MEL) - _SLANEY_MIN_LOG_MEL))
