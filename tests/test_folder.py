@@ -194,3 +194,25 @@ def test_each_folder_and_each_edit_gets_its_own_config(tmp_path):
     _write_csv(tmp_path / "one" / "tags.csv", [("x.wav", "b")], header="path,tags")
     assert one.name != folder.folder_config(tmp_path / "one").name
     assert folder.folder_config(tmp_path / "one", tags=["b", "a"]).vocabulary == ("b", "a")
+
+
+def test_a_split_past_the_in_memory_shuffle_limit_builds_without_tensorflow(
+    built, music_folder, tmp_path, monkeypatch
+):
+    # TFDS keeps 1 GB of examples in memory, then spills them to bucket files; a limit of 0
+    # takes the spilling path from the first example, without writing gigabytes.
+    from tensorflow_datasets.core import shuffle
+
+    monkeypatch.setattr(shuffle, "MAX_MEM_BUFFER_SIZE", 0)
+    spilled = get_builder("folder", directory=music_folder, data_dir=tmp_path, decode_workers=0)
+    in_memory, _ = built
+    for split in ("train", "valid"):
+        expected = in_memory.as_data_source()[split]
+        expected = {expected[i]["id"]: expected[i] for i in range(len(expected))}
+        source = spilled.as_data_source()[split]
+        assert len(source) == len(expected)
+        for i in range(len(source)):
+            example = source[i]
+            np.testing.assert_array_equal(example["audio"], expected[example["id"]]["audio"])
+            np.testing.assert_array_equal(example["labels"], expected[example["id"]]["labels"])
+    assert not list(tmp_path.rglob("bucket_*.tmp"))  # the buckets are cleaned up

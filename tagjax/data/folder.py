@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tagjax.data import decode_pool, schema
+from tagjax.data import decode_pool, schema, tfds_compat
 
 DEFAULT_CSV_NAME = "tags.csv"
 DEFAULT_SPLIT = "train"
@@ -251,6 +251,10 @@ class Folder(tfds.core.GeneratorBasedBuilder):
         self._decode_workers = decode_workers
         # TFDS pickles a builder as its constructor arguments.
         self._original_state.update(decode_workers=decode_workers)
+
+    def download_and_prepare(self, **kwargs):
+        with tfds_compat.local_shuffle_files():  # splits past 1 GB, without TensorFlow
+            super().download_and_prepare(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         config = self.builder_config

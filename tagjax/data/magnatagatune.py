@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tagjax.data import decode_pool, schema
+from tagjax.data import decode_pool, schema, tfds_compat
 
 ANNOTATIONS_FILE = "annotations_final.csv"
 
@@ -175,6 +175,10 @@ class Magnatagatune(tfds.core.GeneratorBasedBuilder):
         self._decode_workers = decode_workers
         # TFDS pickles a builder as its constructor arguments.
         self._original_state.update(decode_workers=decode_workers)
+
+    def download_and_prepare(self, **kwargs):
+        with tfds_compat.local_shuffle_files():  # splits past 1 GB, without TensorFlow
+            super().download_and_prepare(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         metadata = schema.metadata(list(TOP50_TAGS))

@@ -6,12 +6,19 @@
 
 The first call for a data set (and config) builds it with `download_and_prepare` into
 `data_dir` (default: `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`) as ArrayRecord files, which
-TFDS writes and reads without TensorFlow; later calls reuse what is there. Every data set shares
-the example schema of `tagjax.data.schema`.
+TFDS writes and reads without TensorFlow (`tfds_compat` lends TFDS local files for splits past
+1 GB); later calls reuse what is there. Every data set shares the example schema of
+`tagjax.data.schema`.
+
+The builds of `magnatagatune` and `folder` decode audio in worker processes started with the
+"spawn" method, which re-imports the main module: in a script, call `get_builder` and
+`get_source` under `if __name__ == "__main__":`.
 """
 
 import importlib
 import os
+
+from tagjax.data import tfds_compat
 
 # The module that registers each builder with TFDS when imported.
 BUILDER_MODULES = {
@@ -56,9 +63,10 @@ def get_builder(name: str, *, config=None, data_dir=None, **builder_kwargs):
     if config is not None:
         builder_kwargs["config"] = config
     builder = tfds.builder(name, **builder_kwargs)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
-    )
+    with tfds_compat.local_shuffle_files():  # splits past 1 GB, without TensorFlow
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+        )
     return builder
 
 
