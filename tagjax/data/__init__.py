@@ -1,6 +1,8 @@
 """Audio decoding, the data sets (TFDS builders written as ArrayRecord) and the input pipeline."""
 
 # --- audio decoding and the embedded default data set `synth` ---
+from tagjax.data import synth as synth
+from tagjax.data import synth_builder as synth_builder
 from tagjax.data.audio import AudioDecodeError as AudioDecodeError
 from tagjax.data.audio import load_audio as load_audio
 
