@@ -102,6 +102,8 @@ def _model_config(config, num_tags: int) -> ml_collections.ConfigDict:
     model_config = ml_collections.ConfigDict(config.model.to_dict())
     model_config.num_tags = num_tags
     model_config.sample_rate = config.sample_rate
+    # A transplanted front end used as a black box runs in inference mode with no gradient.
+    model_config.freeze_frontend = bool(config.init_from and config.freeze_frontend)
     return model_config
 
 
@@ -207,7 +209,7 @@ def _uses_bag_of_frames(config) -> bool:
 # Update step
 
 
-def make_train_step(model, tx: optax.GradientTransformation, *, frozen_frontend: bool):
+def make_train_step(model, tx: optax.GradientTransformation):
     """A pure `train_step(state, batch) -> (state, metrics)` with binary cross-entropy."""
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -225,11 +227,8 @@ def make_train_step(model, tx: optax.GradientTransformation, *, frozen_frontend:
         params = optax.apply_updates(state.params, param_updates)
         model_state = dict(state.model_state)
         if "batch_stats" in updates:
-            new_stats = dict(updates["batch_stats"])
-            if frozen_frontend and "frontend" in model_state.get("batch_stats", {}):
-                # A frozen front end is a black box: its batch statistics stay as trained.
-                new_stats["frontend"] = model_state["batch_stats"]["frontend"]
-            model_state["batch_stats"] = new_stats
+            # A frozen front end runs in inference mode, so its statistics come back unchanged.
+            model_state["batch_stats"] = updates["batch_stats"]
         new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
                                   opt_state=opt_state)
         return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads)}
@@ -342,7 +341,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     # Model and state.
     model = tj_models.build(_model_config(config, len(tags)))
-    frozen = bool(config.init_from and config.freeze_frontend)
 
     def tx_fn(params):
         return _optimizer(config, steps_per_epoch, params)
@@ -361,7 +359,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         _save_run_config(workdir, config, tags, is_main)
     state = jax.device_put(state, replicated)
 
-    train_step = jax.jit(make_train_step(model, tx, frozen_frontend=frozen), donate_argnums=0)
+    train_step = jax.jit(make_train_step(model, tx), donate_argnums=0)
     predict = jax.jit(make_predict(model))
     logger = _Logger(workdir, is_main)
 
