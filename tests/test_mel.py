@@ -148,6 +148,16 @@ def test_melspectrogram_batch_axes_match_librosa_per_example(shape):
         assert_close_to_peak(actual[index], expected[index], SPECTRUM_TOL)
 
 
+def test_long_batches_looped_on_cpu_match_librosa_per_example():
+    # 4 clips of 563 frames: `map_examples` runs them 3 at a time on a CPU (and 1 left over).
+    x = batch_of((4,), 16000, 9.0)
+    expected = librosa_per_example(librosa.feature.melspectrogram, x, sr=16000, n_fft=512,
+                                   hop_length=256, n_mels=96)
+    actual = np.asarray(tjf.melspectrogram(x))
+    for example in range(4):
+        assert_close_to_peak(actual[example], expected[example], SPECTRUM_TOL)
+
+
 def test_melspectrogram_same_eagerly_under_jit_and_vmap():
     x = jnp.asarray(batch_of((4,), 16000, 1.0))
     f = functools.partial(tjf.melspectrogram, sr=16000, n_fft=400, hop_length=160, n_mels=64)

@@ -84,10 +84,18 @@ def chroma_filterbank(sr: float, n_fft: int, n_chroma: int = 12, tuning: float =
 
 @functools.partial(jax.jit, static_argnames=("stft_args", "filter_args", "power", "norm"))
 def _chroma(x, *, stft_args, filter_args, power, norm):
-    power_spectrum = spectral._spectrogram(x, power=power, **dict(stft_args))
-    weights = jnp.asarray(_chroma_filterbank_np(**dict(filter_args)), power_spectrum.dtype)
-    raw = jnp.matmul(power_spectrum, weights, precision=lax.Precision.HIGHEST)
-    return _normalize.normalize(raw, norm, axis=-1)
+    stft_args = dict(stft_args)
+    filterbank = _chroma_filterbank_np(**dict(filter_args))
+
+    def example_chroma(signal):
+        power_spectrum = spectral.power_spectrogram(signal, power=power, **stft_args)
+        weights = jnp.asarray(filterbank, power_spectrum.dtype)
+        raw = jnp.matmul(power_spectrum, weights, precision=lax.Precision.HIGHEST)
+        return _normalize.normalize(raw, norm, axis=-1)
+
+    n_frames = spectral.num_frames(x.shape[-1], stft_args["n_fft"], stft_args["hop_length"],
+                                   stft_args["center"])
+    return spectral.map_examples(example_chroma, x, n_frames)
 
 
 def chroma(x: jax.Array, sr: float = 16000, n_fft: int = 512, hop_length: int = 256, *,

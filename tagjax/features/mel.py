@@ -141,8 +141,16 @@ def mel_project(power_spectrum: jax.Array, filterbank: np.ndarray) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("stft_args", "mel_args", "power"))
 def _melspectrogram(x, *, stft_args, mel_args, power):
-    power_spectrum = spectral._spectrogram(x, power=power, **dict(stft_args))
-    return mel_project(power_spectrum, _mel_filterbank_np(**dict(mel_args)))
+    stft_args = dict(stft_args)
+    filterbank = _mel_filterbank_np(**dict(mel_args))
+
+    def example_melspectrogram(signal):
+        return mel_project(spectral.power_spectrogram(signal, power=power, **stft_args),
+                           filterbank)
+
+    n_frames = spectral.num_frames(x.shape[-1], stft_args["n_fft"], stft_args["hop_length"],
+                                   stft_args["center"])
+    return spectral.map_examples(example_melspectrogram, x, n_frames)
 
 
 def check_melspectrogram_args(x, sr, n_fft, hop_length, n_mels, power, window, center, pad_mode,

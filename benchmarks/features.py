@@ -1,0 +1,222 @@
+"""Log-mel and MFCC throughput: tagjax (one jit over the batch) against librosa, same batch.
+
+    python benchmarks/features.py                 # 16 clips x 29.1 s at 16 kHz, n_fft 512, hop 256
+    python benchmarks/features.py --breakdown     # also: where tagjax's time goes, stage by stage
+
+Each repeat runs every candidate once, in turn, so that a busy machine slows all of them alike;
+the table gives medians over repeats and the median of the per-repeat speed-ups over librosa.
+Compile time (the first call) is reported apart. Parity with librosa is checked on the same batch.
+"""
+
+import argparse
+import functools
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import librosa
+import numpy as np
+
+import tagjax as tj
+from tagjax.features import mel as tj_mel
+from tagjax.features import spectral as tj_spectral
+
+DEFAULT_OUT = Path(__file__).parent / "results" / "features.json"
+
+
+def make_batch(batch: int, seconds: float, sr: int, seed: int = 0) -> np.ndarray:
+    """Music-like clips: decaying harmonic notes over noise, float32 `(batch, samples)`."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    clips = 0.05 * rng.standard_normal((batch, t.size))
+    for i in range(batch):
+        for onset in np.arange(0.0, seconds, 0.5):
+            f0 = 110.0 * 2 ** (rng.integers(0, 36) / 12)
+            note = np.clip(t - onset, 0, None)
+            envelope = np.where(t >= onset, np.exp(-4.0 * note), 0.0)
+            for k in range(1, 6):
+                if k * f0 < sr / 2:
+                    clips[i] += 0.2 / k * envelope * np.sin(2 * np.pi * k * f0 * note)
+    return clips.astype(np.float32)
+
+
+def block(value):
+    return jax.block_until_ready(value)
+
+
+def first_call_seconds(fn, x) -> float:
+    start = time.perf_counter()
+    block(fn(x))
+    return time.perf_counter() - start
+
+
+def interleaved_timings(candidates: dict, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call for each candidate, running each once per repeat in rotating order."""
+    names = list(candidates)
+    times = {name: [] for name in names}
+    for repeat in range(repeats):
+        order = names[repeat % len(names):] + names[: repeat % len(names)]
+        for name in order:
+            fn, x = candidates[name]
+            start = time.perf_counter()
+            block(fn(x))
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def librosa_log_mel(batch, cfg):
+    return np.stack([librosa.power_to_db(librosa.feature.melspectrogram(
+        y=clip, sr=cfg.sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels)).T
+        for clip in batch])
+
+
+def librosa_mfcc(batch, cfg):
+    return np.stack([librosa.feature.mfcc(
+        y=clip, sr=cfg.sr, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+        n_mels=cfg.n_mels).T for clip in batch])
+
+
+def stage_functions(cfg) -> dict:
+    """tagjax's log-mel cut after each stage, with the same per-example CPU loop.
+
+    Each cut sums its output over the last axis, so that writing a large final output (which
+    the full pipeline never does) is not counted; the frames stage is then fused into that sum,
+    and the cost of materialising frames shows up in the rfft stage, whose input they are.
+    """
+    x_static = dict(n_fft=cfg.n_fft, hop_length=cfg.hop_length, window="hann",
+                    win_length=cfg.n_fft, center=True, pad_mode="constant")
+    filterbank = tj_mel._mel_filterbank_np(cfg.sr, cfg.n_fft, cfg.n_mels, 0.0, cfg.sr / 2, False,
+                                           "slaney")
+    n_frames = tj_spectral.num_frames(int(cfg.seconds * cfg.sr), cfg.n_fft, cfg.hop_length)
+
+    def frames(x):
+        return tj_spectral._windowed_frames(x, **x_static)
+
+    def spectrum(x):
+        return jnp.fft.rfft(frames(x), axis=-1)
+
+    def power(x):
+        return tj_spectral._power(spectrum(x), 2.0)
+
+    def mel(x):
+        return tj_mel.mel_project(power(x), filterbank)
+
+    def log_mel(x):
+        return 10.0 * jnp.log10(jnp.maximum(1e-10, mel(x)))
+
+    stages = {"frames + window": frames, "+ rfft": spectrum, "+ |.|^2": power,
+              "+ mel product": mel, "+ log": log_mel}
+    def reduced(fn):
+        return lambda x: jnp.sum(jnp.abs(fn(x)), axis=-1)
+
+    return {name: jax.jit(functools.partial(tj_spectral.map_examples, reduced(fn),
+                                            frames_per_example=n_frames))
+            for name, fn in stages.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=29.1)
+    parser.add_argument("--sr", type=int, default=16000)
+    parser.add_argument("--n-fft", dest="n_fft", type=int, default=512)
+    parser.add_argument("--hop-length", dest="hop_length", type=int, default=256)
+    parser.add_argument("--n-mels", dest="n_mels", type=int, default=96)
+    parser.add_argument("--n-mfcc", dest="n_mfcc", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--breakdown", action="store_true", help="time tagjax stage by stage")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results path")
+    cfg = parser.parse_args()
+
+    batch = make_batch(cfg.batch, cfg.seconds, cfg.sr)
+    x = jax.device_put(jnp.asarray(batch))
+    log_mel = jax.jit(lambda s: tj.features.power_to_db(tj.features.melspectrogram(
+        s, cfg.sr, cfg.n_fft, cfg.hop_length, cfg.n_mels)))
+    mfcc = jax.jit(lambda s: tj.features.mfcc(s, cfg.sr, cfg.n_mfcc, cfg.n_mels, cfg.n_fft,
+                                              cfg.hop_length))
+    compile_s = {"tagjax log-mel": first_call_seconds(log_mel, x),
+                 "tagjax mfcc": first_call_seconds(mfcc, x)}
+
+    # Parity on this very batch (librosa in float64 as the reference).
+    reference = librosa_log_mel(batch.astype(np.float64), cfg)
+    ours = np.asarray(log_mel(x))
+    reference_mfcc = librosa_mfcc(batch.astype(np.float64), cfg)
+    ours_mfcc = np.asarray(mfcc(x))
+    parity = {
+        "log_mel_max_abs_db": float(np.abs(ours - reference).max()),
+        "mfcc_max_abs_over_peak": float(np.abs(ours_mfcc - reference_mfcc).max()
+                                        / np.abs(reference_mfcc).max()),
+    }
+
+    candidates = {
+        "librosa log-mel": (lambda b: librosa_log_mel(b, cfg), batch),
+        "tagjax log-mel": (log_mel, x),
+        "librosa mfcc": (lambda b: librosa_mfcc(b, cfg), batch),
+        "tagjax mfcc": (mfcc, x),
+    }
+    for fn, arg in candidates.values():  # warm-up (librosa's caches, allocators)
+        block(fn(arg))
+    times = interleaved_timings(candidates, cfg.repeats)
+    speedups = {
+        "log-mel": float(np.median(np.divide(times["librosa log-mel"], times["tagjax log-mel"]))),
+        "mfcc": float(np.median(np.divide(times["librosa mfcc"], times["tagjax mfcc"]))),
+    }
+
+    clip_seconds = cfg.batch * cfg.seconds
+    rows = []
+    print(f"\n{cfg.batch} clips x {cfg.seconds} s at {cfg.sr} Hz, n_fft {cfg.n_fft}, hop "
+          f"{cfg.hop_length}, {cfg.n_mels} mels, {cfg.n_mfcc} MFCC; device {jax.devices()[0]}; "
+          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}\n")
+    print(f"{'candidate':18s} {'median ms':>10s} {'min ms':>8s} {'audio s/s':>10s} "
+          f"{'compile s':>10s} {'x librosa':>10s}")
+    for name, values in times.items():
+        median = float(np.median(values))
+        kind = name.split()[1]
+        speedup = speedups[kind] if name.startswith("tagjax") else 1.0
+        row = dict(candidate=name, median_ms=1e3 * median, min_ms=1e3 * float(np.min(values)),
+                   audio_seconds_per_second=clip_seconds / median,
+                   compile_s=compile_s.get(name), speedup_vs_librosa=speedup,
+                   all_ms=[1e3 * v for v in values])
+        rows.append(row)
+        compile_text = f"{row['compile_s']:10.2f}" if row["compile_s"] is not None else " " * 10
+        print(f"{name:18s} {row['median_ms']:10.1f} {row['min_ms']:8.1f} "
+              f"{row['audio_seconds_per_second']:10.0f} {compile_text} {speedup:10.2f}")
+    print(f"\nparity with librosa (float64) on this batch: log-mel max |error| "
+          f"{parity['log_mel_max_abs_db']:.2e} dB, MFCC max |error| / peak "
+          f"{parity['mfcc_max_abs_over_peak']:.2e}")
+
+    breakdown = None
+    if cfg.breakdown:
+        stages = stage_functions(cfg)
+        for fn in stages.values():
+            block(fn(x))
+        stage_times = interleaved_timings({k: (fn, x) for k, fn in stages.items()}, cfg.repeats)
+        breakdown, previous = [], 0.0
+        print("\nwhere tagjax's log-mel time goes (pipeline cut after each stage, medians):")
+        for name, values in stage_times.items():
+            cumulative = 1e3 * float(np.median(values))
+            breakdown.append(dict(stage=name, cumulative_ms=cumulative,
+                                  increment_ms=cumulative - previous))
+            print(f"  {name:16s} {cumulative:8.1f} ms  (+{cumulative - previous:.1f})")
+            previous = cumulative
+
+    result = dict(
+        config=dict(batch=cfg.batch, seconds=cfg.seconds, sr=cfg.sr, n_fft=cfg.n_fft,
+                    hop_length=cfg.hop_length, n_mels=cfg.n_mels, n_mfcc=cfg.n_mfcc,
+                    repeats=cfg.repeats),
+        environment=dict(device=str(jax.devices()[0]), jax=jax.__version__,
+                         librosa=librosa.__version__, numpy=np.__version__,
+                         python=platform.python_version(), cpus=os.cpu_count(),
+                         load_average=os.getloadavg()[0]),
+        results=rows, speedup_vs_librosa=speedups, parity=parity, breakdown=breakdown)
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    cfg.out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {cfg.out}")
+
+
+if __name__ == "__main__":
+    main()
