@@ -2,7 +2,7 @@
 
 The fake tree has `annotations_final.csv` in the real format (tab-separated, quoted, `clip_id`,
 188 tag columns holding the top 50 among others, `mp3_path`) and mp3 clips of 16 kHz mono
-(like the real ones) or 44.1 kHz stereo in folders `0`-`f`, most 29.2 s long; one clip is too
+(like the real ones) or 22.05 kHz stereo in folders `0`-`f`, most 29.2 s long; one clip is too
 short for the clean split, one has no top-50 tag, one file is corrupt and one is missing.
 """
 
@@ -35,13 +35,13 @@ CLIPS = {
     "2": ("0", 29.2, (16000, 1), ["guitar", "classical"]),
     "6": ("3", 29.2, (16000, 1), ["techno", "beat", "electronic", "other tag 7"]),
     "10": ("b", 29.2, (16000, 1), ["female voice", "choral", "no vocal"]),
-    "14": ("5", 20.0, (16000, 1), ["rock"]),  # too short for the clean split
+    "14": ("5", 3.0, (16000, 1), ["rock"]),  # too short for the clean split
     "33": ("e", 29.05, (16000, 1), ["rock"]),  # just under 29.1 s
-    "18": ("9", 29.2, (16000, 1), ["other tag 3"]),  # no top-50 tag
+    "18": ("9", 3.0, (16000, 1), ["other tag 3"]),  # no top-50 tag
     "21": ("c", 29.2, (16000, 1), ["piano"]),
     "35644": ("c", "missing", None, ["rock"]),
     "55753": ("d", "corrupt", None, ["rock"]),
-    "25": ("d", 29.2, (44100, 2), ["metal", "loud"]),
+    "25": ("d", 29.2, (22050, 2), ["metal", "loud"]),  # resampled and mixed down
     "29": ("f", 29.2, (16000, 1), ["no vocals", "slow"]),
 }
 SPLIT_OF = {"0": "train", "3": "train", "5": "train", "9": "train", "b": "train",

@@ -1,13 +1,15 @@
 """Decoding the audio files of a data set build in worker processes, skipping what fails.
 
 A data set build decodes thousands of files; one that is missing, corrupt or too short must be
-reported and skipped, never the end of the build. `decode_files` decodes them with `load_audio`
-(resampled to the schema's sample rate, mono) in a pool of processes, in the order given, with a
-progress bar, and yields either the int16 samples or a `Skipped` record that says why.
+reported and skipped, never the end of the build. `DecodePool.decode` decodes them with
+`load_audio` (resampled to the schema's sample rate, mono) in a pool of processes, in the order
+given, with a progress bar, and yields either the int16 samples or a `Skipped` record that says
+why. One pool serves all the splits of a build.
 
 The pool uses the "spawn" start method (forking a process that has started JAX or other threads
-can deadlock) and keeps a bounded number of files in flight, so a slow consumer (the TFDS
-writer) never makes the decoded audio of the whole data set pile up in memory.
+can deadlock; a script must then start the build under `if __name__ == "__main__":`) and keeps
+a bounded number of files in flight, so a slow consumer (the TFDS writer) never makes the
+decoded audio of the whole data set pile up in memory.
 """
 
 import collections
@@ -73,58 +75,83 @@ def decode_file(
     return schema.audio_to_int16(samples)
 
 
-def decode_files(
-    jobs: Sequence[tuple[str, str]],
-    *,
-    sample_rate: int = schema.SAMPLE_RATE,
-    min_samples: int = 0,
-    num_workers: int | None = None,
-    description: str = "decoding",
-) -> Iterator[tuple[str, np.ndarray | Skipped]]:
-    """Decodes `(key, path)` jobs in worker processes, yielding results in the order of `jobs`.
+class DecodePool:
+    """Worker processes that decode audio files, started on first use, shared by a build's splits.
+
+    Use as a context manager (or call `close`); with `num_workers=0` files decode in this
+    process and nothing is started.
 
     Args:
-      jobs: `(key, path)` pairs.
-      sample_rate: the rate to resample to, in Hz.
-      min_samples: files with fewer samples are skipped as too short.
       num_workers: worker processes; `None` uses every core, 0 decodes in this process.
-      description: the progress bar's label.
-
-    Yields:
-      `(key, samples)` with `(samples,)` int16, or `(key, Skipped)` for a file left out.
     """
-    num_workers = (os.cpu_count() or 1) if num_workers is None else int(num_workers)
-    if num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    progress = tqdm.tqdm(total=len(jobs), desc=description, unit="file")
-    try:
-        for (key, path), result in zip(
-            jobs, _ordered_map(jobs, sample_rate, min_samples, num_workers), strict=True
-        ):
-            progress.update(1)
-            if isinstance(result, str):
-                result = Skipped(key, os.fspath(path), result)
-            yield key, result
-    finally:
-        progress.close()
 
+    def __init__(self, num_workers: int | None = None):
+        num_workers = (os.cpu_count() or 1) if num_workers is None else int(num_workers)
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.num_workers = num_workers
+        self._executor = None
 
-def _ordered_map(
-    jobs: Sequence[tuple[str, str]], sample_rate: int, min_samples: int, num_workers: int
-) -> Iterator[np.ndarray | str]:
-    """`decode_file` over the jobs' paths, in order, with a bounded number in flight."""
-    if num_workers == 0 or len(jobs) <= 1:
-        for _, path in jobs:
-            yield decode_file(os.fspath(path), sample_rate, min_samples)
-        return
-    context = multiprocessing.get_context("spawn")
-    workers = min(num_workers, len(jobs))
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        paths = iter(os.fspath(path) for _, path in jobs)
+    def __enter__(self) -> "DecodePool":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stops the workers, if any were started."""
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
+
+    def decode(
+        self,
+        jobs: Sequence[tuple[str, str]],
+        *,
+        sample_rate: int = schema.SAMPLE_RATE,
+        min_samples: int = 0,
+        description: str = "decoding",
+    ) -> Iterator[tuple[str, np.ndarray | Skipped]]:
+        """Decodes `(key, path)` jobs, yielding results in the order of `jobs`.
+
+        Args:
+          jobs: `(key, path)` pairs.
+          sample_rate: the rate to resample to, in Hz.
+          min_samples: files with fewer samples are skipped as too short.
+          description: the progress bar's label.
+
+        Yields:
+          `(key, samples)` with `(samples,)` int16, or `(key, Skipped)` for a file left out.
+        """
+        progress = tqdm.tqdm(total=len(jobs), desc=description, unit="file")
+        try:
+            results = self._ordered_map(
+                [os.fspath(path) for _, path in jobs], sample_rate, min_samples
+            )
+            for (key, path), result in zip(jobs, results, strict=True):
+                progress.update(1)
+                if isinstance(result, str):
+                    result = Skipped(key, os.fspath(path), result)
+                yield key, result
+        finally:
+            progress.close()
+
+    def _ordered_map(
+        self, paths: list[str], sample_rate: int, min_samples: int
+    ) -> Iterator[np.ndarray | str]:
+        """`decode_file` over `paths`, in order, with a bounded number in flight."""
+        if self.num_workers == 0 or len(paths) <= 1:
+            for path in paths:
+                yield decode_file(path, sample_rate, min_samples)
+            return
+        if self._executor is None:
+            self._executor = concurrent.futures.ProcessPoolExecutor(
+                self.num_workers, mp_context=multiprocessing.get_context("spawn")
+            )
         in_flight = collections.deque()
         for path in paths:
-            in_flight.append(pool.submit(decode_file, path, sample_rate, min_samples))
-            if len(in_flight) >= workers * _IN_FLIGHT_PER_WORKER:
+            in_flight.append(self._executor.submit(decode_file, path, sample_rate, min_samples))
+            if len(in_flight) >= self.num_workers * _IN_FLIGHT_PER_WORKER:
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()

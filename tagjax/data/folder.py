@@ -249,12 +249,29 @@ class Folder(tfds.core.GeneratorBasedBuilder):
         kwargs.setdefault("file_format", "array_record")
         super().__init__(config=built, **kwargs)
         self._decode_workers = decode_workers
+        self._pool = None
         # TFDS pickles a builder as its constructor arguments.
         self._original_state.update(decode_workers=decode_workers)
 
     def download_and_prepare(self, **kwargs):
-        with tfds_compat.local_shuffle_files():  # splits past 1 GB, without TensorFlow
-            super().download_and_prepare(**kwargs)
+        # One pool of decoding processes for all the splits; splits past 1 GB without TensorFlow.
+        with (
+            tfds_compat.local_shuffle_files(),
+            decode_pool.DecodePool(self._decode_workers) as pool,
+        ):
+            self._pool = pool
+            try:
+                super().download_and_prepare(**kwargs)
+            finally:
+                self._pool = None
+
+    def _decode(self, jobs, **kwargs):
+        """`DecodePool.decode` in the build's pool (or a pool of its own outside a build)."""
+        if self._pool is not None:
+            yield from self._pool.decode(jobs, **kwargs)
+            return
+        with decode_pool.DecodePool(self._decode_workers) as pool:
+            yield from pool.decode(jobs, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         config = self.builder_config
@@ -287,9 +304,7 @@ class Folder(tfds.core.GeneratorBasedBuilder):
         tags_of = {row.path: row.tags for row in rows}
         jobs = [(row.path, os.path.join(config.directory, row.path)) for row in rows]
         skipped = []
-        for key, result in decode_pool.decode_files(
-            jobs, num_workers=self._decode_workers, description=f"folder/{split}"
-        ):
+        for key, result in self._decode(jobs, description=f"folder/{split}"):
             if isinstance(result, decode_pool.Skipped):
                 skipped.append(result)
                 continue

@@ -173,12 +173,29 @@ class Magnatagatune(tfds.core.GeneratorBasedBuilder):
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
         self._decode_workers = decode_workers
+        self._pool = None
         # TFDS pickles a builder as its constructor arguments.
         self._original_state.update(decode_workers=decode_workers)
 
     def download_and_prepare(self, **kwargs):
-        with tfds_compat.local_shuffle_files():  # splits past 1 GB, without TensorFlow
-            super().download_and_prepare(**kwargs)
+        # One pool of decoding processes for all the splits; splits past 1 GB without TensorFlow.
+        with (
+            tfds_compat.local_shuffle_files(),
+            decode_pool.DecodePool(self._decode_workers) as pool,
+        ):
+            self._pool = pool
+            try:
+                super().download_and_prepare(**kwargs)
+            finally:
+                self._pool = None
+
+    def _decode(self, jobs, **kwargs):
+        """`DecodePool.decode` in the build's pool (or a pool of its own outside a build)."""
+        if self._pool is not None:
+            yield from self._pool.decode(jobs, **kwargs)
+            return
+        with decode_pool.DecodePool(self._decode_workers) as pool:
+            yield from pool.decode(jobs, **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         metadata = schema.metadata(list(TOP50_TAGS))
@@ -219,10 +236,9 @@ class Magnatagatune(tfds.core.GeneratorBasedBuilder):
         labels_of = {clip.clip_id: clip.labels for clip in clips}
         jobs = [(clip.clip_id, manual_dir / clip.mp3_path) for clip in clips]
         skipped = []
-        for clip_id, result in decode_pool.decode_files(
+        for clip_id, result in self._decode(
             jobs,
             min_samples=min_samples,
-            num_workers=self._decode_workers,
             description=f"magnatagatune/{split}",
         ):
             if isinstance(result, decode_pool.Skipped):
