@@ -19,10 +19,14 @@ iterator's `get_state()` is a small JSON-serialisable dict, and a fresh iterator
                                     # grain.checkpoint.CheckpointSave(iterator)
     iterator = iter(loader); iterator.set_state(state)   # resumes at the same batch
 
-With `worker_count > 0` the crops are made and batched in that many processes (the `spawn`
-start method; the source must be picklable, as TFDS data sources are); the batches are the same
-as with `worker_count=0` for any number of workers. Close an iterator with workers
-(`iterator.close()`) when done with it.
+With `worker_count > 0` the examples are read and cropped in that many processes (grain's
+`mp_prefetch`, "spawn" start method: the source must be picklable, as TFDS data sources are, and
+a script must start them under `if __name__ == "__main__":`) and batched in this one, so the
+batches are the same as with `worker_count=0` for any number of workers. A saved state restores
+into a loader with the same `worker_count` (grain's state records each worker's position).
+Close an iterator with workers (`iterator.close()`) when done with it. grain's index shuffle is
+slow on tiny sources (measured here: 1.7 ms per example for 28 examples, 50 us for 1,600 and
+5 us for 15,000), which matters only for toy data sets.
 
 Evaluation, `eval_loader`: each track is cut into `n_chunks` chunks of `chunk_samples`, evenly
 spaced from the start of the track to its end (chunk `k` starts at
@@ -148,8 +152,8 @@ def train_loader(
       crop_samples: samples per crop.
       seed: seeds the shuffle of every epoch and every crop offset, in [0, 2**32).
       num_epochs: passes over the data; `None` repeats forever.
-      worker_count: processes that read, crop and batch; 0 does it in this process (with
-        reading threads).
+      worker_count: processes that read and crop; 0 does it in this process (with reading
+        threads).
       shard_index, shard_count: this host's share of the stream; default to
         `jax.process_index()` and `jax.process_count()`.
 
