@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import tagjax as tj
+from tagjax.features import spectral
 
 RESULTS = Path(__file__).parent / "results"
 FULL_SIZES = sorted([2**k for k in range(6, 14)] + [400, 1000, 1764])
@@ -39,6 +40,9 @@ def measure(x: jax.Array, n_fft: int, repeats: int) -> dict:
     hop_length = n_fft // 4
     calls = {method: (lambda m=method: tj.features.stft(x, n_fft, hop_length, method=m))
              for method in ("fft", "dft")}
+    # The DFT matrix is built once per size (float64 NumPy, cached on the device): timed apart
+    # so that the first call less a steady one is the compile time alone.
+    matrix_s = timed(lambda: spectral._dft_basis(n_fft, x.dtype))
     first = {method: timed(call) for method, call in calls.items()}
     times = {method: [] for method in calls}
     for repeat in range(repeats):
@@ -47,7 +51,7 @@ def measure(x: jax.Array, n_fft: int, repeats: int) -> dict:
     n_frames = int(np.prod(x.shape[:-1])) * tj.features.num_frames(x.shape[-1], n_fft,
                                                                      hop_length)
     audio_seconds = x.size / SAMPLE_RATE
-    row = dict(n_fft=n_fft, hop_length=hop_length, frames=n_frames)
+    row = dict(n_fft=n_fft, hop_length=hop_length, frames=n_frames, dft_matrix_build_s=matrix_s)
     for method, values in times.items():
         median = float(np.median(values))
         row[method] = dict(median_s=median, min_s=float(np.min(values)),
@@ -104,6 +108,8 @@ def main():
                              "the plot goes next to it as .png")
     cfg = parser.parse_args()
     sizes = cfg.sizes or (QUICK_SIZES if cfg.quick else FULL_SIZES)
+    if len(set(sizes)) < 3:
+        parser.error("give at least three sizes to fit how the cost grows with n_fft")
     batch = cfg.batch or 4
     seconds = cfg.seconds or (4.0 if cfg.quick else 8.0)
     repeats = cfg.repeats or (5 if cfg.quick else 7)
@@ -122,7 +128,7 @@ def main():
     print(header)
     print("-" * len(header))
     rows = []
-    for n_fft in sorted(sizes):
+    for n_fft in sorted(set(sizes)):
         row = measure(x, n_fft, repeats)
         rows.append(row)
         f, d = row["fft"], row["dft"]
