@@ -214,6 +214,13 @@ def _kmeans_plusplus(key, X, k, n_local_trials):
     return chosen
 
 
+def _distinct_indices(key, n: int, size: int) -> jax.Array:
+    """`size` distinct random indices in `[0, n)`."""
+    # The order of n uniform draws is a random permutation (up to negligible ties); cheaper
+    # to compile than jax.random.permutation's repeated sorts.
+    return jnp.argsort(jax.random.uniform(key, (n,)))[:size]
+
+
 def _check_k(k: int, n_frames: int) -> None:
     if not isinstance(k, int | np.integer) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}.")
@@ -269,7 +276,7 @@ def _kmeans_fit(key, X, initial_centroids, k, n_iter, tol, init, n_local_trials,
     if init == "k-means++":
         centroids = X[_kmeans_plusplus(key, X, k, n_local_trials)]
     elif init == "random":
-        centroids = X[jax.random.choice(key, n, (k,), replace=False)]
+        centroids = X[_distinct_indices(key, n, k)]
     else:
         centroids = initial_centroids - mean
     # scikit-learn's tolerance: relative to the mean variance of the features.
@@ -400,8 +407,7 @@ def minibatch_kmeans_init(key, X, k: int, init="k-means++") -> MiniBatchKMeansSt
     if init_name == "k-means++":
         centroids = kmeans_plusplus(key, X, k)
     elif init_name == "random":
-        chosen = jax.random.choice(key, n, (k,), replace=False)
-        centroids = jnp.asarray(X, jnp.result_type(float))[chosen]
+        centroids = jnp.asarray(X, jnp.result_type(float))[_distinct_indices(key, n, k)]
     else:
         centroids = initial_centroids
     return MiniBatchKMeansState(
@@ -419,7 +425,7 @@ def _reassign_low_counts(key, X, centroids, counts, reassignment_ratio):
     # At most half a batch of reseeds: keep only the lowest counts.
     rank = jnp.argsort(jnp.argsort(counts))
     starved &= rank < batch_size // 2
-    replacement = jax.random.permutation(key, batch_size)
+    replacement = _distinct_indices(key, batch_size, batch_size)
     frame = X[replacement[jnp.maximum(jnp.cumsum(starved) - 1, 0)]]
     # Give reseeded centroids the smallest kept count, so they are not reseeded at once again.
     floor = jnp.min(jnp.where(starved, jnp.inf, counts))
@@ -505,7 +511,7 @@ def _minibatch_kmeans_fit(
     sample_key, seed_key = jax.random.split(init_key)
     # As scikit-learn: seed on 3 * batch_size random frames (at least 3 * k).
     init_size = min(n, max(3 * batch_size, 3 * k))
-    sample = X[jax.random.choice(sample_key, n, (init_size,), replace=False)]
+    sample = X[_distinct_indices(sample_key, n, init_size)]
     state = MiniBatchKMeansState(
         centroids=sample[_kmeans_plusplus(seed_key, sample, k, 2 + int(math.log(k)))],
         counts=jnp.zeros((k,), X.dtype),
