@@ -24,6 +24,8 @@ from tagjax.models.registry import (
 )
 from tagjax.models.resnet import ResidualBlock, ShortChunkResNet
 from tagjax.models.summaries import (
+    KMEANS_COLLECTION,
+    BagOfFrames,
     GRUSummary,
     LSTMSummary,
     MaxPool,
@@ -31,10 +33,12 @@ from tagjax.models.summaries import (
     MeanPool,
     NoSummary,
 )
-from tagjax.models.tagger import TaggingModel, build, predict_proba
+from tagjax.models.tagger import TaggingModel, build, predict_proba, set_kmeans
 
 __all__ = [
+    "KMEANS_COLLECTION",
     "MFCC",
+    "BagOfFrames",
     "ChoiCNN",
     "ChoiCNNSequence",
     "ChoiFCN",
@@ -59,4 +63,5 @@ __all__ = [
     "register_frontend",
     "register_head",
     "register_summary",
+    "set_kmeans",
 ]

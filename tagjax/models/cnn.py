@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tagjax.models.frontends import LogMel
+from tagjax.models.layers import block_max_pool
 from tagjax.models.registry import register_frontend
 
 # (time, frequency) per block: our spectrograms are (frames, mels), the paper writes (mels, time).
@@ -96,7 +97,7 @@ class ChoiCNN(LogMel):
                         name=f"conv{i}")(x)
             x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                              name=f"bn{i}")(x)
-            x = nn.max_pool(act(x), window_shape=pool, strides=pool, padding="SAME")
+            x = block_max_pool(act(x), pool)
             if self.dropout:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
         if self.output == "clip":

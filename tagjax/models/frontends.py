@@ -127,7 +127,5 @@ class MFCC(LogMel):
     @nn.compact
     def __call__(self, audio, *, train: bool):
         """`(batch, samples)` -> `(batch, frames, n_mfcc)`."""
-        if not 1 <= self.n_mfcc <= self.n_mels:
-            raise ValueError(f"n_mfcc={self.n_mfcc} must be between 1 and n_mels={self.n_mels}")
-        cepstrum = features.dct(self.log_mel(audio), axis=-1, norm="ortho")[..., : self.n_mfcc]
+        cepstrum = features.mfcc_from_db(self.log_mel(audio), n_mfcc=self.n_mfcc, norm="ortho")
         return self.normalized(cepstrum, train=train)

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tagjax.models.frontends import LogMel
+from tagjax.models.layers import block_max_pool
 from tagjax.models.registry import register_frontend
 
 DOWNSAMPLINGS = ("stride", "maxpool")
@@ -69,7 +70,7 @@ class ResidualBlock(nn.Module):
             x = norm("bn_shortcut")(x)
         y = nn.relu(x + y)
         if self.downsample == "maxpool":
-            y = nn.max_pool(y, window_shape=(2, 2), strides=(2, 2), padding="SAME")
+            y = block_max_pool(y, (2, 2))
         return y
 
 

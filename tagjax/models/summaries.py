@@ -8,7 +8,12 @@ training frames and then frozen), a recurrent network read sequence-to-one, or p
 import flax.linen as nn
 import jax.numpy as jnp
 
+from tagjax import features
 from tagjax.models.registry import register_summary
+
+KMEANS_COLLECTION = "kmeans"
+# The PCA is kept as flat entries beside the centroids: a nested dict would read as a submodule.
+PCA_PREFIX = "pca_"
 
 
 def _require_frames(x, module: nn.Module):
@@ -121,3 +126,48 @@ class GRUSummary(_RecurrentStack):
     dropout: float = 0.0
     unroll: int = 1
     cell_type = nn.GRUCell
+
+
+@register_summary("bof")
+class BagOfFrames(nn.Module):
+    """Bag of frames: the histogram of the frames' nearest k-means centroids,
+    `(batch, frames, dim)` -> `(batch, k)` (each row sums to 1).
+
+    The slides' BoF. The codebook is not learned by gradient descent: it is fitted once on
+    training frames (`TaggingModel.frames`, then `tj.features.kmeans_fit`, optionally after
+    `tj.features.pca_fit`) and put into the variables with `tj.models.set_kmeans`. It lives in
+    the `kmeans` collection, never in `params`, so the optimizer cannot move it:
+    `centroids` `(k, dim)`, the fit's `inertia` and `n_iter`, and with PCA the fields of
+    `tj.features.PCA` as `pca_mean`, `pca_components`, ... (frames are projected before the
+    assignment when these are present).
+
+    Until `set_kmeans` is called the centroids are zeros (`inertia` NaN, `n_iter` 0): every
+    frame falls in the first bin.
+
+    Attributes:
+      k: number of centroids (the slides use 1024); must equal the fitted k-means' k.
+      soft: softmax assignments (`tj.features.bag_of_frames(soft=True)`), differentiable in
+        the frames, so a front end before it can be trained; hard counts otherwise.
+      temperature: softness of the soft assignment, in squared-distance units.
+    """
+
+    k: int = 1024
+    soft: bool = False
+    temperature: float = 1.0
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False):
+        _require_frames(x, self)
+        centroids = self.variable(
+            KMEANS_COLLECTION, "centroids", jnp.zeros, (self.k, x.shape[-1]), jnp.float32
+        ).value
+        inertia = self.variable(KMEANS_COLLECTION, "inertia", jnp.full, (), jnp.nan).value
+        n_iter = self.variable(KMEANS_COLLECTION, "n_iter", jnp.zeros, (), jnp.int32).value
+        if self.has_variable(KMEANS_COLLECTION, PCA_PREFIX + "components"):
+            pca = features.PCA(**{
+                field: self.get_variable(KMEANS_COLLECTION, PCA_PREFIX + field)
+                for field in features.PCA._fields
+            })
+            x = features.pca_transform(pca, x)
+        codebook = features.KMeans(centroids=centroids, inertia=inertia, n_iter=n_iter)
+        return features.bag_of_frames(codebook, x, soft=self.soft, temperature=self.temperature)

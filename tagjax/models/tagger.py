@@ -21,9 +21,13 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from tagjax import features
 from tagjax.models.registry import lookup
+from tagjax.models.summaries import KMEANS_COLLECTION, PCA_PREFIX
 
 KINDS_TO_BUILD = ("frontend", "summary", "head")
 
@@ -146,3 +150,62 @@ def build(model_config) -> TaggingModel:
 def predict_proba(model: nn.Module, variables, audio):
     """Tag probabilities `(batch, num_tags)` of audio `(batch, samples)`, in inference mode."""
     return jax.nn.sigmoid(model.apply(variables, audio, train=False))
+
+
+def set_kmeans(variables, km, pca=None):
+    """Puts a fitted bag-of-frames codebook (and optional PCA) into a model's variables.
+
+    Args:
+      variables: the variables of a `TaggingModel` whose summary is `bof` (from `init`).
+      km: a `tj.features.KMeans` from `kmeans_fit` on the model's training frames (after
+        `pca_transform` when `pca` is given), or a `MiniBatchKMeansState`.
+      pca: a `tj.features.PCA` fitted on the same frames, or None (a PCA set before is then
+        removed).
+
+    Returns:
+      New variables (the input is not modified) with the `kmeans` collection replaced.
+
+    Raises:
+      ValueError: the model has no bag-of-frames summary, or the shapes do not fit it (the
+        number of centroids must be the `k` the model was built with, their dimension that of
+        the frames or of the PCA's components).
+    """
+    variables = dict(variables)
+    slot = dict(variables.get(KMEANS_COLLECTION, {}).get("summary", {}))
+    if "centroids" not in slot:
+        raise ValueError(
+            "these variables have no bag-of-frames codebook (no 'kmeans' collection for the "
+            "summary): build the model with summary 'bof' and pass the variables from its init"
+        )
+    k = slot["centroids"].shape[0]
+    pca_mean = PCA_PREFIX + "mean"
+    frame_dim = (slot[pca_mean] if pca_mean in slot else slot["centroids"]).shape[-1]
+    centroids = jnp.asarray(km.centroids, jnp.float32)
+    if centroids.ndim != 2 or centroids.shape[0] != k:
+        raise ValueError(
+            f"the model was built for k={k} centroids, the k-means has centroids of shape "
+            f"{centroids.shape}: set the summary's k to the k-means' k"
+        )
+    if pca is not None and np.shape(pca.mean) != (frame_dim,):
+        raise ValueError(
+            f"the PCA was fitted on frames of dimension {np.shape(pca.mean)[0]}, the model's "
+            f"frames have dimension {frame_dim}"
+        )
+    expected_dim = frame_dim if pca is None else np.shape(pca.components)[0]
+    if centroids.shape[1] != expected_dim:
+        where = "the frames" if pca is None else "the PCA's components"
+        raise ValueError(
+            f"the centroids have dimension {centroids.shape[1]}, {where} {expected_dim}"
+            + ("; was the k-means fitted on PCA-transformed frames without passing pca?"
+               if pca is None else "; fit the k-means on pca_transform(pca, frames)")
+        )
+    slot = {key: value for key, value in slot.items() if not key.startswith(PCA_PREFIX)}
+    slot["centroids"] = centroids
+    slot["inertia"] = jnp.asarray(getattr(km, "inertia", jnp.nan), jnp.float32)
+    slot["n_iter"] = jnp.asarray(
+        km.n_iter if hasattr(km, "n_iter") else km.n_steps, jnp.int32)
+    if pca is not None:
+        for field in features.PCA._fields:
+            slot[PCA_PREFIX + field] = jnp.asarray(getattr(pca, field))
+    variables[KMEANS_COLLECTION] = {**variables[KMEANS_COLLECTION], "summary": slot}
+    return variables

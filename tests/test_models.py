@@ -1,0 +1,516 @@
+"""tj.models: every component through `build` at tiny sizes, the recurrent summaries against NumPy
+implementations of the textbook equations, the feature front ends against librosa, the
+bag-of-frames summary against tj.features, and the registry's errors."""
+
+import functools
+
+import flax
+import jax
+import jax.numpy as jnp
+import librosa
+import numpy as np
+import pytest
+import signals
+
+import tagjax.models as tjm
+from tagjax import features
+
+# LLVM's optimisation of XLA's CPU code dominates the compile time of these tiny programs (a
+# CNN's init: 15 s at the default level, 1 s without); it does not change what is computed.
+jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+SR = 16000
+SAMPLES = 4096  # 17 frames at hop 256: short, to keep compile times low
+NUM_TAGS = 3
+
+# Tiny front ends: few mels and channels.
+FRONTENDS = {
+    "logmel": dict(name="logmel", n_mels=16),
+    "mfcc": dict(name="mfcc", n_mels=16, n_mfcc=8),
+    "cnn5": dict(name="cnn5", n_mels=24, channels=(4, 4, 6, 6, 8), dropout=0.1),
+    "fcn": dict(name="fcn", n_mels=24, channels=(4, 4, 6, 6, 8), activation="relu"),
+    "short_chunk_resnet": dict(name="short_chunk_resnet", n_mels=16, channels=(4, 8, 8)),
+}
+SUMMARIES = {
+    "mean": dict(name="mean"),
+    "max": dict(name="max"),
+    "meanmax": dict(name="meanmax"),
+    "lstm": dict(name="lstm", hidden=5),
+    "gru": dict(name="gru", hidden=5, dropout=0.2),
+    "none": dict(name="none"),
+}
+HEADS = {
+    "linear": dict(name="linear", dropout=0.3),
+    "mlp": dict(name="mlp", hidden=7, dropout=0.5, batch_norm=True),
+}
+# Each front end and head at least once, on compatible pairs (few CNNs: their gradients take
+# seconds to compile). The pooling summaries are checked on their own below.
+COMBINATIONS = [
+    ("logmel", "meanmax", "linear"),
+    ("mfcc", "gru", "mlp"),
+    ("cnn5", "lstm", "mlp"),
+    ("fcn", "none", "mlp"),
+    ("short_chunk_resnet", "none", "mlp"),
+]
+
+
+def _config(frontend, summary, head, **extra):
+    return dict(frontend=FRONTENDS[frontend], summary=SUMMARIES[summary], head=HEADS[head],
+                num_tags=NUM_TAGS, sample_rate=SR, **extra)
+
+
+def _audio(batch=2, samples=SAMPLES, seed=0):
+    return jnp.asarray(np.stack([signals.music_like(SR, samples / SR, seed=seed + i)
+                                 for i in range(batch)]))
+
+
+@functools.partial(jit, static_argnums=0)
+def _init(model, audio):
+    return model.init(jax.random.key(0), audio, train=False)
+
+
+def _leaves_finite(tree):
+    return all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+@functools.partial(jit, static_argnums=0)
+def _everything(model, variables, audio, key):
+    """Train-mode logits, batch-norm updates and gradients; inference logits, probabilities and
+    embedding (one program, so one compilation per model)."""
+    def loss(params):
+        logits, updates = model.apply({**variables, "params": params}, audio, train=True,
+                                      rngs={"dropout": key}, mutable=["batch_stats"])
+        return jnp.mean(logits**2), (logits, updates)
+
+    (_, (train, updates)), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+    return dict(
+        train=train, updates=updates, grads=grads,
+        eval=model.apply(variables, audio, train=False),
+        proba=tjm.predict_proba(model, variables, audio),
+        embed=model.apply(variables, audio, method=model.embed),
+    )
+
+
+@pytest.mark.parametrize("frontend,summary,head", COMBINATIONS)
+def test_composed_model(frontend, summary, head):
+    model = tjm.build(_config(frontend, summary, head))
+    audio = _audio()
+    variables = _init(model, audio)
+    assert set(variables["params"]) == {"frontend", "summary", "head"} - (
+        set() if summary in ("lstm", "gru") else {"summary"})
+    # Pure init and apply: the same inputs give the same outputs.
+    again = _init(model, audio)
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, variables, again))
+    out = _everything(model, variables, audio, jax.random.key(1))
+    out_again = _everything(model, variables, audio, jax.random.key(1))
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, out, out_again))
+
+    assert out["eval"].shape == out["train"].shape == (2, NUM_TAGS)
+    if head == "mlp":
+        assert out["embed"].shape == (2, HEADS[head]["hidden"])
+    assert _leaves_finite(out["grads"]) and _leaves_finite(out["train"])
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(out["grads"]))
+    np.testing.assert_allclose(out["proba"], jax.nn.sigmoid(out["eval"]), rtol=0, atol=1e-6)
+
+    # Every model here has dropout or batch norm, so training mode differs from inference, and
+    # batch statistics move in training mode.
+    assert not np.allclose(out["train"], out["eval"])
+    changed = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b),
+                                     out["updates"]["batch_stats"], variables["batch_stats"])
+    assert any(jax.tree_util.tree_leaves(changed))
+    has_dropout = (FRONTENDS[frontend].get("dropout") or SUMMARIES[summary].get("dropout")
+                   or HEADS[head].get("dropout"))
+    if has_dropout:  # a new dropout key draws a new mask
+        other_key = _everything(model, variables, audio, jax.random.key(2))
+        assert not np.allclose(out["train"], other_key["train"])
+        np.testing.assert_array_equal(out["eval"], other_key["eval"])
+
+
+@pytest.mark.parametrize("frontend,dim", [("logmel", 16), ("mfcc", 8), ("cnn5", 8)])
+def test_frames(frontend, dim):
+    model = tjm.build(_config(frontend, "mean", "linear"))
+    audio = _audio()
+    variables = _init(model, audio)
+    frames, embedding = jit(lambda v, a: (model.apply(v, a, method=model.frames),
+                                              model.apply(v, a, method=model.embed)))(
+        variables, audio)
+    assert frames.shape == (2, 1 + SAMPLES // 256, dim)
+    # With a mean summary and a linear head, the embedding is the mean of the frames.
+    np.testing.assert_allclose(embedding, frames.mean(axis=1), rtol=1e-5, atol=1e-5)
+
+
+def test_frames_of_a_clip_vector_front_end_raise():
+    model = tjm.build(_config("fcn", "none", "linear"))
+    audio = _audio()
+    variables = jax.eval_shape(lambda a: model.init(jax.random.key(0), a, train=False), audio)
+    with pytest.raises(ValueError, match="clip vectors"):
+        jax.eval_shape(lambda v, a: model.apply(v, a, method=model.frames), variables, audio)
+
+
+def test_inference_is_per_example():
+    """In inference mode an example's logits do not depend on the rest of the batch (the dB floor
+    is per example, batch norm uses running statistics): vmap over single clips agrees."""
+    model = tjm.build(_config("logmel", "lstm", "mlp"))
+    # Very different loudness across the batch, so a batch-wide top_db would show.
+    audio = _audio(batch=3) * jnp.array([[1.0], [1e-3], [10.0]])
+    variables = _init(model, audio)
+    batched = jit(lambda a: model.apply(variables, a, train=False))(audio)
+    single = jit(jax.vmap(lambda a: model.apply(variables, a[None], train=False)[0]))(audio)
+    np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-5)
+
+
+def test_frozen_frontend():
+    config = _config("logmel", "mean", "linear", freeze_frontend=True)
+    model = tjm.build({**config, "head": dict(name="linear")})  # no dropout after the front end
+    audio = _audio()
+    variables = _init(model, audio)
+    out = _everything(model, variables, audio, jax.random.key(1))
+    frontend_grads = jax.tree_util.tree_leaves(out["grads"]["frontend"])
+    assert all(float(jnp.abs(g).max()) == 0 for g in frontend_grads)
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(out["grads"]["head"]))
+    # The front end stays in inference mode: no dropout, running statistics untouched.
+    np.testing.assert_allclose(out["train"], out["eval"], rtol=1e-6, atol=1e-6)
+    same = jax.tree_util.tree_map(np.array_equal, out["updates"]["batch_stats"]["frontend"],
+                                  variables["batch_stats"]["frontend"])
+    assert jax.tree_util.tree_all(same)
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature front ends against librosa
+
+
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _librosa_log_mel(y, **kwargs):
+    top_db = kwargs.pop("top_db", 80.0)
+    mel = librosa.feature.melspectrogram(y=y, sr=SR, n_fft=512, hop_length=256, power=2.0,
+                                         **kwargs)
+    return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=top_db).T
+
+
+def _assert_db_close(got_db, want_db):
+    """Compares in power: float32 rounding is relative to the peak, so the error allowed is
+    relative to each bin plus a few float32 ulps of the peak (the field notes measured 5e-7 of
+    the peak), which in dB is large only for bins near the floor."""
+    got, want = 10.0 ** (np.asarray(got_db, np.float64) / 10), 10.0 ** (want_db / 10)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=8 * EPS32 * want.max())
+
+
+@pytest.mark.parametrize("signal", ["chirp", "music"])
+def test_logmel_matches_librosa(signal):
+    y = signals.ALL[signal](SR, 1.0)
+    model = tjm.LogMel(n_mels=40, normalize="none")
+    got = jit(lambda a: model.apply({}, a, train=False))(jnp.asarray(y)[None])[0]
+    _assert_db_close(got, _librosa_log_mel(y, n_mels=40))
+
+
+def test_mfcc_matches_librosa():
+    y = signals.music_like(SR, 1.0)
+    model = tjm.MFCC(n_mels=96, n_mfcc=90, normalize="none")
+    got = jit(lambda a: model.apply({}, a, train=False))(jnp.asarray(y)[None])[0]
+    want = librosa.feature.mfcc(y=y, sr=SR, n_mfcc=90, n_fft=512, hop_length=256, n_mels=96).T
+    # A 96-term DCT of float32 dB values: up to 96 roundings of the largest magnitude.
+    np.testing.assert_allclose(got, want, rtol=0, atol=96 * EPS32 * np.abs(want).max())
+
+
+def test_short_chunk_resnet_spectrogram_convention():
+    """Won's input: 128 HTK bands without area normalisation up to 8 kHz, reflect padding, dB
+    with no floor."""
+    y = signals.noise(SR, 1.0) + signals.music_like(SR, 1.0)
+    model = tjm.ShortChunkResNet()
+    got = jit(lambda a: model.apply({}, a, method=model.log_mel))(jnp.asarray(y)[None])[0]
+    want = _librosa_log_mel(y, n_mels=128, fmax=8000.0, htk=True, norm=None, pad_mode="reflect",
+                            top_db=None)
+    _assert_db_close(got, want)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes of the published architectures (traced only: jax.eval_shape compiles nothing)
+
+
+def test_short_chunk_resnet_published_shapes():
+    model = tjm.ShortChunkResNet()
+    audio = jax.ShapeDtypeStruct((2, 59049), jnp.float32)
+    variables = jax.eval_shape(lambda a: model.init(jax.random.key(0), a, train=False), audio)
+    out = jax.eval_shape(lambda v, a: model.apply(v, a, train=False), variables, audio)
+    assert out.shape == (2, 512)
+    blocks = variables["params"]
+    widths = [blocks[f"block{i}"]["conv2"]["kernel"].shape[-1] for i in range(7)]
+    assert widths == [128, 128, 256, 256, 256, 256, 512]
+    assert blocks["input_norm"]["scale"].shape == (1,)  # one statistic: BatchNorm2d(1)
+
+
+@pytest.mark.parametrize("samples", [29 * SR, 12345])
+def test_choi_cnn_sequence_length(samples):
+    frames = 1 + samples // 256
+    for pools in [None, ((2, 2), (1, 2), (2, 2), (1, 3), (3, 4))]:
+        model = tjm.ChoiCNNSequence(pools=pools)
+        audio = jax.ShapeDtypeStruct((1, samples), jnp.float32)
+        variables = jax.eval_shape(lambda a, m=model: m.init(jax.random.key(0), a, train=False),
+                                   audio)
+        out = jax.eval_shape(lambda v, a, m=model: m.apply(v, a, train=False), variables, audio)
+        time_factor = 1 if pools is None else 12
+        assert out.shape == (1, -(-frames // time_factor), 256)
+
+
+def test_choi_fcn_published_shape():
+    model = tjm.ChoiFCN(sample_rate=12000)
+    audio = jax.ShapeDtypeStruct((1, 1365 * 256), jnp.float32)  # 96 x 1366 log-mel
+    variables = jax.eval_shape(lambda a: model.init(jax.random.key(0), a, train=False), audio)
+    widths = [variables["params"][f"conv{i}"]["kernel"].shape[-1] for i in range(5)]
+    assert widths == [32, 128, 128, 192, 256]
+    out = jax.eval_shape(lambda v, a: model.apply(v, a, train=False), variables, audio)
+    assert out.shape == (1, 256)
+
+
+@pytest.mark.parametrize("shape,window", [((2, 8, 12, 3), (4, 2)), ((1, 17, 10, 2), (4, 3)),
+                                          ((1, 5, 7, 1), (1, 4))])
+def test_block_max_pool(shape, window):
+    import flax.linen as nn
+
+    from tagjax.models.layers import block_max_pool
+
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    got = np.asarray(jit(block_max_pool, static_argnums=1)(x, window))
+    pt, pf = window
+    out_t, out_f = -(-shape[1] // pt), -(-shape[2] // pf)
+    want = np.stack([np.stack([x[:, i * pt:(i + 1) * pt, j * pf:(j + 1) * pf].max(axis=(1, 2))
+                               for j in range(out_f)], axis=1) for i in range(out_t)], axis=1)
+    np.testing.assert_array_equal(got, want)
+    if shape[1] % pt == 0 and shape[2] % pf == 0:
+        np.testing.assert_array_equal(got, nn.max_pool(x, window, strides=window))
+
+
+# ---------------------------------------------------------------------------------------------
+# Recurrent summaries against NumPy implementations of the standard equations
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _random_params(variables, seed):
+    """Replaces every parameter by N(0, 0.5) values so that biases are not all zero."""
+    leaves, tree = jax.tree_util.tree_flatten(variables)
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_unflatten(
+        tree, [0.5 * rng.standard_normal(leaf.shape).astype(np.float32) for leaf in leaves])
+
+
+def _numpy_lstm_layer(p, x):
+    """i, f, o = sigmoid(x W_x* + h W_h* + b_*), g = tanh(...), c = f c + i g, h = o tanh(c)."""
+    batch, steps, _ = x.shape
+    hidden = p["hi"]["kernel"].shape[0]
+    h, c = np.zeros((batch, hidden)), np.zeros((batch, hidden))
+    out = []
+    for t in range(steps):
+        def gate(name, x_t=x[:, t], h=h):
+            hidden_part = h @ p[f"h{name}"]["kernel"] + p[f"h{name}"]["bias"]
+            return x_t @ p[f"i{name}"]["kernel"] + hidden_part
+        i, f, o = _sigmoid(gate("i")), _sigmoid(gate("f")), _sigmoid(gate("o"))
+        c = f * c + i * np.tanh(gate("g"))
+        h = o * np.tanh(c)
+        out.append(h)
+    return np.stack(out, axis=1)
+
+
+def _numpy_gru_layer(p, x):
+    """PyTorch's GRU: r, z = sigmoid(W_i* x + b_i* + W_h* h), n = tanh(W_in x + b_in +
+    r (W_hn h + b_hn)), h = (1 - z) n + z h."""
+    batch, steps, _ = x.shape
+    hidden = p["hn"]["kernel"].shape[0]
+    h = np.zeros((batch, hidden))
+    out = []
+    for t in range(steps):
+        x_t = x[:, t]
+        r = _sigmoid(x_t @ p["ir"]["kernel"] + p["ir"]["bias"] + h @ p["hr"]["kernel"])
+        z = _sigmoid(x_t @ p["iz"]["kernel"] + p["iz"]["bias"] + h @ p["hz"]["kernel"])
+        n = np.tanh(x_t @ p["in"]["kernel"] + p["in"]["bias"]
+                    + r * (h @ p["hn"]["kernel"] + p["hn"]["bias"]))
+        h = (1 - z) * n + z * h
+        out.append(h)
+    return np.stack(out, axis=1)
+
+
+@pytest.mark.parametrize("summary,layer_fn", [(tjm.LSTMSummary, _numpy_lstm_layer),
+                                               (tjm.GRUSummary, _numpy_gru_layer)])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_recurrent_summary_matches_numpy(summary, layer_fn, num_layers):
+    module = summary(hidden=6, num_layers=num_layers)
+    x = np.random.default_rng(0).standard_normal((3, 9, 4)).astype(np.float32)
+    variables = _random_params(module.init(jax.random.key(0), x), seed=1)
+    got = jit(lambda v, x: module.apply(v, x))(variables, x)
+    h = x.astype(np.float64)
+    for layer in range(num_layers):
+        layer_params = jax.tree_util.tree_map(np.float64, variables["params"][f"layer{layer}"])
+        h = layer_fn(layer_params, h)
+    np.testing.assert_allclose(got, h[:, -1], rtol=1e-5, atol=1e-5)
+
+
+def test_pooling_summaries():
+    x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
+    np.testing.assert_allclose(tjm.MeanPool().apply({}, x), x.mean(1), rtol=1e-6)
+    np.testing.assert_array_equal(tjm.MaxPool().apply({}, x), x.max(1))
+    np.testing.assert_allclose(tjm.MeanMaxPool().apply({}, x),
+                               np.concatenate([x.mean(1), x.max(1)], -1), rtol=1e-6)
+    with pytest.raises(ValueError, match="sequences"):
+        tjm.MeanPool().apply({}, x[:, 0])
+    with pytest.raises(ValueError, match="clip vectors"):
+        tjm.NoSummary().apply({}, x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry and build errors
+
+
+def test_available_lists_every_builtin():
+    names = tjm.available()
+    assert set(FRONTENDS) <= set(names["frontend"])
+    assert set(SUMMARIES) | {"bof"} <= set(names["summary"])
+    assert set(HEADS) <= set(names["head"])
+
+
+def test_unknown_name_lists_the_available_ones():
+    config = _config("logmel", "mean", "linear")
+    config["summary"] = dict(name="transformer")
+    with pytest.raises(tjm.UnknownComponentError, match="bof, gru, lstm, max, mean"):
+        tjm.build(config)
+
+
+def test_build_errors():
+    config = _config("logmel", "mean", "linear")
+    with pytest.raises(TypeError, match=r"keyword arguments: .*n_mels"):
+        tjm.build({**config, "frontend": dict(name="logmel", n_mel=40)})
+    with pytest.raises(ValueError, match="lacks num_tags"):
+        tjm.build({k: v for k, v in config.items() if k != "num_tags"})
+    with pytest.raises(ValueError, match="contradicts"):
+        tjm.build({**config, "frontend": dict(name="logmel", sample_rate=22050)})
+    with pytest.raises(ValueError, match="'name'"):
+        tjm.build({**config, "head": dict(hidden=3)})
+    with pytest.raises(ValueError, match="unknown fields"):
+        tjm.build({**config, "dropout": 0.5})
+
+
+def test_build_accepts_config_dict():
+    import ml_collections
+
+    config = ml_collections.ConfigDict(_config("cnn5", "gru", "linear"))
+    model = tjm.build(config)
+    assert model.frontend.channels == (4, 4, 6, 6, 8)
+
+
+def test_register_a_new_frontend():
+    import flax.linen as nn
+
+    @tjm.register_frontend("test_rms")
+    class FrameRMS(nn.Module):
+        """Frame energy: the smallest useful front end."""
+
+        sample_rate: int = 16000
+        hop_length: int = 256
+
+        def __call__(self, audio, *, train):
+            n = audio.shape[-1] // self.hop_length
+            frames = audio[:, : n * self.hop_length].reshape(audio.shape[0], n, self.hop_length)
+            return jnp.sqrt(jnp.mean(frames**2, axis=-1, keepdims=True))
+
+    try:
+        config = _config("logmel", "mean", "linear")
+        model = tjm.build({**config, "frontend": dict(name="test_rms")})
+        audio = _audio()
+        logits = model.apply(_init(model, audio), audio, train=False)
+        assert logits.shape == (2, NUM_TAGS)
+        with pytest.raises(ValueError, match="already registered"):
+            tjm.register_frontend("test_rms")(tjm.LogMel)
+    finally:
+        from tagjax.models import registry
+
+        registry._REGISTRY["frontend"].pop("test_rms", None)
+
+
+def test_bad_options_raise():
+    audio = _audio()
+    with pytest.raises(ValueError, match="normalize"):
+        tjm.LogMel(normalize="zscore").init(jax.random.key(0), audio, train=False)
+    with pytest.raises(ValueError, match="pools"):
+        tjm.ChoiCNN(channels=(4, 4)).init(jax.random.key(0), audio, train=False)
+    with pytest.raises(ValueError, match="activation"):
+        tjm.ChoiCNN(activation="gelu").init(jax.random.key(0), audio, train=False)
+    with pytest.raises(ValueError, match=r"\(batch, samples\)"):
+        tjm.LogMel().init(jax.random.key(0), audio[0], train=False)
+    with pytest.raises(ValueError, match="n_mfcc=20 exceeds"):
+        tjm.MFCC(n_mels=16, n_mfcc=20).init(jax.random.key(0), audio, train=False)
+
+
+def test_variables_are_plain_pytrees():
+    model = tjm.build(_config("logmel", "mean", "mlp"))
+    variables = _init(model, _audio())
+    assert isinstance(variables, dict)
+    assert not isinstance(variables["params"], flax.core.FrozenDict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bag of frames: the frozen codebook
+
+
+def _fitted_bof_model(use_pca, soft=False, k=4, normalize="none"):
+    frontend_config = {**FRONTENDS["logmel"], "normalize": normalize}
+    model = tjm.build(dict(frontend=frontend_config,
+                           summary=dict(name="bof", k=k, soft=soft, temperature=50.0),
+                           head=dict(name="linear"), num_tags=NUM_TAGS, sample_rate=SR))
+    audio = _audio(batch=3)
+    variables = _init(model, audio)
+    frames = jit(lambda v, a: model.apply(v, a, method=model.frames))(variables, audio)
+    flat = frames.reshape(-1, frames.shape[-1])
+    pca = features.pca_fit(flat, 5) if use_pca else None
+    codebook_frames = features.pca_transform(pca, flat) if use_pca else flat
+    km = features.kmeans_fit(jax.random.key(0), codebook_frames, k, n_iter=20)
+    return model, audio, variables, frames, km, pca
+
+
+@pytest.mark.parametrize("use_pca", [False, True])
+def test_bag_of_frames_summary(use_pca):
+    model, audio, variables, frames, km, pca = _fitted_bof_model(use_pca)
+    assert "kmeans" in variables and "kmeans" not in jax.tree_util.keystr(
+        jax.tree_util.tree_flatten_with_path(variables["params"])[0])
+    fitted = tjm.set_kmeans(variables, km, pca=pca)
+    assert not np.any(variables["kmeans"]["summary"]["centroids"])  # the input is untouched
+    # With a linear head the embedding is the summary itself: the histogram of tj.features.
+    got = jit(lambda v, a: model.apply(v, a, method=model.embed))(fitted, audio)
+    want = features.bag_of_frames(km, features.pca_transform(pca, frames) if use_pca else frames)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-6)
+    assert len(np.unique(np.asarray(got), axis=0)) > 1  # the clips differ
+    # Gradients are taken with respect to params only; the codebook is not among them.
+    grads = jit(jax.grad(
+        lambda p: model.apply({**fitted, "params": p}, audio, train=False).sum()))(
+        fitted["params"])
+    assert set(grads) == {"head"}
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_soft_bag_of_frames_trains_the_front_end(soft):
+    # Batch norm at the input gives the front end parameters to train.
+    model, audio, variables, _, km, _ = _fitted_bof_model(False, soft=soft, normalize="batchnorm")
+    fitted = tjm.set_kmeans(variables, km)
+    grads = jit(jax.grad(lambda p: model.apply(
+        {**fitted, "params": p}, audio, train=True, rngs={"dropout": jax.random.key(0)},
+        mutable=["batch_stats"])[0].sum()))(fitted["params"])
+    frontend_norm = max(float(jnp.abs(g).max())
+                        for g in jax.tree_util.tree_leaves(grads["frontend"]))
+    assert np.isfinite(frontend_norm)
+    assert (frontend_norm > 0) == soft  # hard counts are piecewise constant
+
+
+def test_set_kmeans_errors():
+    _, _, variables, _, km, pca = _fitted_bof_model(True)
+    with pytest.raises(ValueError, match="k=4"):
+        tjm.set_kmeans(variables, km._replace(centroids=km.centroids[:3]), pca=pca)
+    with pytest.raises(ValueError, match="without passing pca"):
+        tjm.set_kmeans(variables, km)
+    with pytest.raises(ValueError, match="dimension 16"):
+        tjm.set_kmeans(variables, km, pca=pca._replace(mean=pca.mean[:3]))
+    plain = tjm.build(_config("logmel", "mean", "linear"))
+    with pytest.raises(ValueError, match="summary 'bof'"):
+        tjm.set_kmeans(_init(plain, _audio()), km)
