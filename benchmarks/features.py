@@ -89,8 +89,8 @@ def stage_functions(cfg) -> dict:
     """
     x_static = dict(n_fft=cfg.n_fft, hop_length=cfg.hop_length, window="hann",
                     win_length=cfg.n_fft, center=True, pad_mode="constant")
-    filterbank = tj_mel._mel_filterbank_np(cfg.sr, cfg.n_fft, cfg.n_mels, 0.0, cfg.sr / 2, False,
-                                           "slaney")
+    mel_args = (float(cfg.sr), cfg.n_fft, cfg.n_mels, 0.0, cfg.sr / 2, False, "slaney")
+    filterbank, bands = tj_mel._mel_filterbank_np(*mel_args), tj_mel._band_plan(*mel_args)
     n_frames = tj_spectral.num_frames(int(cfg.seconds * cfg.sr), cfg.n_fft, cfg.hop_length)
 
     def frames(x):
@@ -103,7 +103,7 @@ def stage_functions(cfg) -> dict:
         return tj_spectral._power(spectrum(x), 2.0)
 
     def mel(x):
-        return tj_mel.mel_project(power(x), filterbank)
+        return tj_mel.mel_project(power(x), filterbank, bands)
 
     def log_mel(x):
         return 10.0 * jnp.log10(jnp.maximum(1e-10, mel(x)))

@@ -1,6 +1,7 @@
 """Mel scales, mel filterbanks and the mel spectrogram (librosa 0.11 conventions, time-major)."""
 
 import functools
+import itertools
 import warnings
 from typing import Any
 
@@ -133,20 +134,71 @@ def mel_filterbank(sr: float, n_fft: int, n_mels: int = 96, fmin: float = 0.0,
                                                             norm)), dtype)
 
 
-def mel_project(power_spectrum: jax.Array, filterbank: np.ndarray) -> jax.Array:
-    """`(..., frames, bins) @ (bins, n_mels)` at full float32 precision."""
+# Cost of one more band of bins in `_band_plan`, in multiply-adds per frame per mel band: each
+# band adds a pass over the (frames, n_mels) output.
+_BAND_OVERHEAD_PER_MEL = 4
+
+
+@functools.lru_cache(maxsize=64)
+def _band_plan(sr: float, n_fft: int, n_mels: int, fmin: float, fmax: float, htk: bool,
+               norm: str | float | None) -> tuple[tuple[int, int, int, int], ...]:
+    """Splits the bins into contiguous bands, each multiplied only by the mels it feeds.
+
+    A triangle covers a few bins, so every band of bins reaches only a short run of mel bands;
+    the number of bands minimises the multiply-adds plus a per-band overhead.
+
+    Returns:
+      `((bin_start, bin_stop, mel_start, mel_stop), ...)` for `_mel_filterbank_np(...)`.
+    """
+    weights = _mel_filterbank_np(sr, n_fft, n_mels, fmin, fmax, htk, norm)
+    n_bins = weights.shape[0]
+    best = None
+    for n_bands in (1, 2, 4, 8, 16, 32):
+        if n_bands > n_bins:
+            break
+        edges = np.linspace(0, n_bins, n_bands + 1).round().astype(int)
+        plan, cost = [], 0
+        for lo, hi in itertools.pairwise(edges):
+            used = np.flatnonzero(weights[lo:hi].any(axis=0))
+            if used.size:
+                plan.append((int(lo), int(hi), int(used[0]), int(used[-1]) + 1))
+                cost += (hi - lo) * (used[-1] + 1 - used[0]) + _BAND_OVERHEAD_PER_MEL * n_mels
+        if best is None or cost < best[0]:
+            best = (cost, tuple(plan))
+    return best[1]
+
+
+def mel_project(power_spectrum: jax.Array, filterbank: np.ndarray,
+                bands: tuple[tuple[int, int, int, int], ...] | None = None) -> jax.Array:
+    """`(..., frames, bins) @ (bins, n_mels)` at full float32 precision.
+
+    With `bands` (from `_band_plan`), a CPU skips the zeros of the triangular filters: for 96
+    mels of a 512-point FFT, about a quarter of a dense product's multiply-adds. Accelerators
+    get one dense matmul.
+    """
     weights = jnp.asarray(filterbank, power_spectrum.dtype)
-    return jnp.matmul(power_spectrum, weights, precision=lax.Precision.HIGHEST)
+    if bands is None or jax.default_backend() != "cpu":
+        return jnp.matmul(power_spectrum, weights, precision=lax.Precision.HIGHEST)
+    n_mels = filterbank.shape[1]
+    total = None
+    for lo, hi, mel_lo, mel_hi in bands:
+        part = jnp.matmul(power_spectrum[..., lo:hi], weights[lo:hi, mel_lo:mel_hi],
+                          precision=lax.Precision.HIGHEST)
+        # Pads and sums fuse into one pass over the output.
+        part = jnp.pad(part, [(0, 0)] * (part.ndim - 1) + [(mel_lo, n_mels - mel_hi)])
+        total = part if total is None else total + part
+    return total
 
 
 @functools.partial(jax.jit, static_argnames=("stft_args", "mel_args", "power"))
 def _melspectrogram(x, *, stft_args, mel_args, power):
     stft_args = dict(stft_args)
     filterbank = _mel_filterbank_np(**dict(mel_args))
+    bands = _band_plan(**dict(mel_args))
 
     def example_melspectrogram(signal):
         return mel_project(spectral.power_spectrogram(signal, power=power, **stft_args),
-                           filterbank)
+                           filterbank, bands)
 
     n_frames = spectral.num_frames(x.shape[-1], stft_args["n_fft"], stft_args["hop_length"],
                                    stft_args["center"])
