@@ -205,8 +205,8 @@ def test_top_db_peak_is_per_example_never_across_the_batch():
 @pytest.mark.parametrize("sr,n_fft,hop_length,n_mels", [(16000, 512, 256, 96),
                                                         (22050, 2048, 512, 128)])
 def test_log_mel_end_to_end_within_a_thousandth_of_a_db(sr, n_fft, hop_length, n_mels):
-    # float32 FFTs err by ~1e-7 of the frame's peak: about 2e-3 dB on a bin 80 dB down, so the
-    # 1e-3 dB bound is checked on mel bands within 60 dB of the example's peak.
+    # float32 FFTs err by ~1e-7 of the frame's peak, about 1e-3 dB on a band 70-80 dB down (the
+    # worst seen here is 7.6e-4 dB, on the chirp); librosa windows in float64 and errs less.
     for signal in sorted(signals.ALL):
         x = signals.ALL[signal](sr, 1.0)
         expected = librosa.power_to_db(librosa.feature.melspectrogram(
@@ -214,8 +214,7 @@ def test_log_mel_end_to_end_within_a_thousandth_of_a_db(sr, n_fft, hop_length, n
             n_mels=n_mels)).T
         actual = np.asarray(tjf.power_to_db(tjf.melspectrogram(x, sr, n_fft, hop_length,
                                                                n_mels)))
-        resolved = expected > expected.max() - 60.0
-        np.testing.assert_allclose(actual[resolved], expected[resolved], rtol=0, atol=DB_TOL)
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=DB_TOL)
 
 
 def test_log_mel_gradient_is_finite_and_matches_finite_differences():
