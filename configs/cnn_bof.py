@@ -16,8 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.frontend = ml_collections.ConfigDict(dict(
         name="cnn5", n_mels=96, channels=(32, 32, 64, 64, 64),
         pools=((1, 2), (2, 2), (2, 2), (1, 3), (1, 4)), dropout=0.1))
-    config.model.summary = ml_collections.ConfigDict(dict(name="bof", soft=True,
+    config.model.summary = ml_collections.ConfigDict(dict(name="bof", k=256, soft=True,
                                                           temperature=1.0))
     config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=128, dropout=0.3))
-    config.kmeans.k = 256
     return config

@@ -30,9 +30,9 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.optimizer.final_lr_ratio = 0.01
     config.optimizer.clip_norm = 0.0  # 0: no clipping
 
-    # Bag-of-frames summaries: frozen PCA (optional) and k-means fitted on training frames.
+    # Bag-of-frames summaries (`model.summary.k` centroids): frozen PCA (optional) and k-means
+    # fitted on frames of training clips.
     config.kmeans = ml_collections.ConfigDict()
-    config.kmeans.k = 256
     config.kmeans.n_iter = 100
     config.kmeans.fit_clips = 512
     config.kmeans.frames_per_batch = 2048

@@ -1,6 +1,6 @@
 """The slides' MFCC + bag-of-frames: 90 MFCC per frame, assigned to k-means centroids fitted on
 training frames (then frozen); the normalised histogram read by a 2-layer MLP. The slides used
-K = 1024 on MagnaTagATune; `--config.kmeans.k=1024` restores it."""
+K = 1024 on MagnaTagATune; `--config.model.summary.k=1024` restores it."""
 
 import ml_collections
 
@@ -12,9 +12,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Plain dB MFCC (no batch norm): the codebook is fitted once on these frames.
     config.model.frontend = ml_collections.ConfigDict(dict(name="mfcc", n_mels=96, n_mfcc=90,
                                                            normalize="none"))
-    config.model.summary = ml_collections.ConfigDict(dict(name="bof", soft=True,
+    config.model.summary = ml_collections.ConfigDict(dict(name="bof", k=256, soft=True,
                                                           temperature=1.0))
     config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=128, dropout=0.3))
-    config.kmeans.k = 256
     config.kmeans.pca_components = 0
     return config

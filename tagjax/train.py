@@ -159,7 +159,7 @@ def _fit_bag_of_frames(model, variables, config, source) -> dict:
     if config.kmeans.pca_components:
         pca = pca_fit(frames, config.kmeans.pca_components, whiten=config.kmeans.pca_whiten)
         frames = np.asarray(pca_transform(pca, frames))
-    km = kmeans_fit(jax.random.PRNGKey(config.seed), frames, config.kmeans.k,
+    km = kmeans_fit(jax.random.PRNGKey(config.seed), frames, config.model.summary.k,
                     n_iter=config.kmeans.n_iter)
     return tj_models.set_kmeans(variables, km, pca=pca)
 
@@ -297,7 +297,10 @@ class _Logger:
 
 
 def _mesh_shardings():
-    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    # Auto axes: XLA propagates the batch sharding through the model; the parameters are
+    # replicated.
+    mesh = jax.make_mesh((jax.device_count(),), ("data",),
+                         axis_types=(jax.sharding.AxisType.Auto,))
     return NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
 
 
@@ -439,7 +442,8 @@ def format_report(report: dict) -> str:
     lines = [f"test macro ROC-AUC {report['roc_auc']:.4f}   PR-AUC {report['pr_auc']:.4f}",
              f"{'tag':<16} {'ROC-AUC':>8} {'PR-AUC':>8}"]
     per_tag = report["per_tag"]
-    for tag in sorted(per_tag, key=lambda t: -np.nan_to_num(per_tag[t]["roc_auc"], nan=-1)):
+    defined = [tag for tag in per_tag if not math.isnan(per_tag[tag]["roc_auc"])]
+    for tag in sorted(defined, key=lambda t: -per_tag[t]["roc_auc"]):
         lines.append(f"{tag:<16} {per_tag[tag]['roc_auc']:>8.4f} {per_tag[tag]['pr_auc']:>8.4f}")
     if report.get("excluded_tags"):
         excluded = ", ".join(report["excluded_tags"])
@@ -506,7 +510,7 @@ def _config_path(value: str) -> str:
 
 
 def main(argv=None) -> None:
-    from absl import app, flags
+    from absl import app, flags, logging
     from ml_collections import config_flags
 
     argv = resolve_config_argument(sys.argv if argv is None else argv)
@@ -518,6 +522,8 @@ def main(argv=None) -> None:
     flags.mark_flag_as_required("config")
 
     def run(_):
+        # Orbax logs every save and restore at INFO through absl; the progress bar says enough.
+        logging.set_verbosity(logging.WARNING)
         config = config_flag.value
         workdir = workdir_flag.value or os.path.join("runs", config.name)
         if config.multihost:
