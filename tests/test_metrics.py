@@ -65,6 +65,16 @@ def test_one_dimensional_input(name):
     np.testing.assert_allclose(got, _reference(name, labels, scores)[0], atol=1e-6)
 
 
+def test_vmap_over_problems():
+    """Stacked problems (e.g. bootstrap resamples) under vmap give each problem's values."""
+    cases = [_random_case((40, 3), 5, np.float32, seed=seed) for seed in range(3)]
+    labels, scores = (np.stack(c) for c in zip(*cases, strict=True))
+    for name in SKLEARN:
+        got = np.asarray(jax.jit(jax.vmap(getattr(metrics, name)))(labels, scores))
+        want = np.stack([_reference(name, y, s) for y, s in cases])
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_degenerate_tags_are_nan():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, (30, 4))
@@ -101,7 +111,7 @@ def test_closed_form_cases():
 def test_only_the_order_of_scores_matters():
     labels, logits = _random_case((200, 3), 9, np.float32, seed=5)
     for name in SKLEARN:
-        fn = getattr(metrics, name)
+        fn = jax.jit(getattr(metrics, name))
         np.testing.assert_array_equal(fn(labels, logits), fn(labels, jax.nn.sigmoid(logits)))
 
 

@@ -148,7 +148,9 @@ class BagOfFrames(nn.Module):
       k: number of centroids (the slides use 1024); must equal the fitted k-means' k.
       soft: softmax assignments (`tj.features.bag_of_frames(soft=True)`), differentiable in
         the frames, so a front end before it can be trained; hard counts otherwise.
-      temperature: softness of the soft assignment, in squared-distance units.
+      temperature: softness of the soft assignment, in squared-distance units: the mean
+        squared distance of a frame to its centroid (`km.inertia / n_frames`) is a natural
+        scale; much smaller values make the soft histogram the hard one.
     """
 
     k: int = 1024
