@@ -51,6 +51,7 @@ class TaggingModel(nn.Module):
     freeze_frontend: bool = False
 
     def frontend_output(self, audio, *, train: bool):
+        """`(batch, samples)` -> the front end's frames or clip vector (see `frontend`)."""
         if audio.ndim != 2:
             raise ValueError(f"expected audio of shape (batch, samples), got {audio.shape}")
         out = self.frontend(audio, train=train and not self.freeze_frontend)
