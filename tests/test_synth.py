@@ -48,14 +48,14 @@ def _kick_and_snare(instrument):
 
 
 def _four_on_the_floor(instrument, tempo, seconds):
-    """Kicks on every beat of the clip and nowhere else."""
+    """Kicks on every beat of the clip and nowhere else (give or take a drummer's 30 ms)."""
     beat = 60.0 / tempo
     kicks = np.array([n.start for n in instrument.notes if n.pitch in (35, 36)])
     if len(kicks) == 0:
         return False
-    phase = (kicks / beat) - np.round(kicks / beat)
+    off_beat = np.abs(kicks - beat * np.round(kicks / beat))
     beats_hit = set(np.round(kicks / beat).astype(int))
-    return np.abs(phase).max() < 1e-6 and beats_hit >= set(range(int(seconds / beat)))
+    return off_beat.max() < 0.03 and beats_hit >= set(range(int(seconds / beat)))
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,7 @@ def test_tag_rates_and_co_occurrence(compositions):
         assert "metal" not in tags or {"rock", "guitar", "drums"} <= tags
         assert "techno" not in tags or {"electronic", "dance", "beat", "synth"} <= tags
         assert "classical" not in tags or "drums" not in tags
-        assert "indian" not in tags or "sitar" in tags
+        assert "indian" not in tags or "drums" not in tags  # tabla (hand percussion), no kit
         assert "solo" not in tags or "drums" not in tags
     # Tags co-occur: most clips carry several, as real tag sets do.
     assert np.mean([len(tags) for _, tags in compositions]) >= 3.0

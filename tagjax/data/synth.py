@@ -30,6 +30,9 @@ import numpy as np
 import pretty_midi
 import soundfile
 import soxr
+from scipy import signal
+
+from tagjax.data import schema
 
 TAGS: tuple[str, ...] = (
     # Instruments.
@@ -42,8 +45,8 @@ TAGS: tuple[str, ...] = (
     "slow", "fast", "loud", "quiet", "beat", "solo",
 )  # fmt: skip
 
-SAMPLE_RATE = 16000
-CLIP_SECONDS = 10.0
+SAMPLE_RATE = schema.SAMPLE_RATE
+CLIP_SECONDS = 8.0  # the clips of the default size
 SLOW_BELOW_BPM = 80.0
 FAST_ABOVE_BPM = 135.0
 
@@ -147,8 +150,8 @@ _KIT_PATTERNS: dict[str, tuple[dict[int, str], ...]] = {
         {_KICK: "x.......x.......", _SNARE: "....x.......x...", _CLOSED_HAT: "xoxoxoxoxoxoxoxo"},
     ),
 }
-# Kits on the bank of drum presets (GS): standard, room, power, electronic, TR-808, jazz, brush.
-_KITS = {"acoustic": (0, 8), "power": (16, 0), "electronic": (24, 25), "jazz": (32, 40)}
+# Kits are presets of the drum bank (GS): 0 standard, 8 room, 16 power, 24 electronic, 25 TR-808,
+# 32 jazz, 40 brush. Styles share them, with weights of their own, as they share instruments.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,13 +175,23 @@ class _Part:
 
 @dataclasses.dataclass(frozen=True)
 class _Ensemble:
-    """A weighted choice of parts within a style, with the style tags it adds."""
+    """A weighted choice of instruments within a style.
+
+    Attributes:
+      weight: how often the ensemble is drawn within its style.
+      parts: the core, each part present with its own probability.
+      colors: a pool of further parts ("colours": leads, pads, keys, bells) ...
+      n_colors: ... of which between `n_colors[0]` and `n_colors[1]` are drawn.
+      tags: style tags the ensemble adds to its style's.
+      grooves: drum patterns (`_KIT_PATTERNS`) for its kit, one drawn per clip.
+    """
 
     weight: float
     parts: tuple[_Part, ...]
+    colors: tuple[_Part, ...] = ()
+    n_colors: tuple[int, int] = (0, 0)
     tags: tuple[str, ...] = ()
-    # The drum pattern family, for ensembles with a kit.
-    groove: str | None = None
+    grooves: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,18 +224,44 @@ class _Style:
 
 
 _SLOW, _MODERATE, _FAST = (50.0, 76.0), (88.0, 126.0), (140.0, 180.0)
-_BASS_PROGRAMS = (32, 33, 34)
+_BASSES = (32, 33, 34)
 _SYNTH_LEADS = (80, 81, 84, 87)
 _SYNTH_PADS = (88, 89, 90, 91, 94, 95)
 _SYNTH_BASSES = (38, 39)
-# Untagged timbres that stand beside the tagged ones: winds, brass, mallets, keys, plucked.
-_UNTAGGED_LEADS = (56, 60, 64, 65, 66, 68, 71, 11, 22)
-_UNTAGGED_KEYS = (4, 5, 7, 21)
-_UNTAGGED_BELLS = (8, 9, 10, 14, 108)
+_UNTAGGED_BELLS = (8, 9, 10, 14, 108)  # celesta, glockenspiel, music box, tubular bells, kalimba
+_FOUR_ON_THE_FLOOR = ("four on the floor", "techno")  # the grooves tagged `beat`
+
+# Colours shared by the styles, so that most instruments are heard in several styles and the
+# style must be told from how they play (groove, tempo, patterns) as much as from what plays.
+# Untagged timbres (reeds, brass, mallets, electric pianos, accordion) stand beside the tagged.
+_LEAD_COLORS = (
+    _Part((73,), ("melody",), 76),  # flute
+    _Part((40,), ("melody",), 74),  # violin
+    _Part(_SYNTH_LEADS, ("melody",), 72),
+    _Part((64, 65, 66, 56, 71, 68), ("melody",), 70),  # saxophones, trumpet, clarinet, oboe
+    _Part((11, 12, 13), ("melody",), 74),  # vibraphone, marimba, xylophone
+)
+_PAD_COLORS = (
+    _Part((48, 49), ("sustain",), 62),  # string ensembles
+    _Part(_SYNTH_PADS, ("sustain",), 62),
+    _Part((52, 53), ("sustain",), 64),  # choir
+    _Part((16, 19), ("sustain",), 60),  # drawbar and church organ
+    _Part((60, 61, 21), ("sustain",), 58),  # horn, brass section, accordion
+)
+_KEYS_COLORS = (
+    _Part((0, 1), ("block",), 62),  # piano
+    _Part((6,), ("arpeggio",), 64),  # harpsichord, as baroque pop has it
+    _Part((4, 5, 7), ("block",), 62),  # electric pianos, clavinet
+    _Part((16, 17, 18), ("block",), 60),  # organ
+    _Part((24, 25, 26, 27), ("arpeggio",), 60),  # clean guitar
+    _Part((46,), ("arpeggio",), 64),  # harp
+)
+_BELL_COLORS = (_Part(_UNTAGGED_BELLS, ("sparse",), 78),)
+_SITAR_COLOR = _Part((104,), ("ornamented",), 66)  # as psychedelic rock and pop borrowed it
 
 _STYLES: tuple[_Style, ...] = (
     _Style(
-        "classical", 0.26, ("classical",),
+        "classical", 0.25, ("classical",),
         tempo_bands=((0.4, *_SLOW), (0.35, *_MODERATE), (0.25, *_FAST)),
         dynamics=(0.45, 0.45, 0.10),
         modes=("major", "minor", "harmonic minor"),
@@ -241,13 +280,16 @@ _STYLES: tuple[_Style, ...] = (
                 _Part((41,), ("sustain",), 60),
                 _Part((42,), ("bass",), 45),
             )),
-            _Ensemble(1.0, (  # orchestra: strings, a wind solo, horns, timpani
+            _Ensemble(1.0, (  # orchestra: strings, then winds, horns, harp, timpani
                 _Part((48, 49), ("sustain",), 62),
-                _Part((73, 68, 71), ("melody",), 76),
                 _Part((43,), ("bass",), 40),
-                _Part((60,), ("sustain",), 57, probability=0.4),
-                _Part((47,), ("timpani",), 45, probability=0.3),
-            )),
+            ), colors=(
+                _Part((73,), ("melody",), 76),
+                _Part((68, 71, 70), ("melody",), 72),  # oboe, clarinet, bassoon
+                _Part((60,), ("sustain",), 57),
+                _Part((46,), ("arpeggio",), 60),
+                _Part((47,), ("timpani",), 45),
+            ), n_colors=(1, 3)),
             _Ensemble(0.9, (  # flute and harp
                 _Part((73,), ("melody",), 76),
                 _Part((46,), ("arpeggio",), 60),
@@ -255,10 +297,12 @@ _STYLES: tuple[_Style, ...] = (
             _Ensemble(0.5, (  # solo harp
                 _Part((46,), ("melody", "arpeggio"), 64),
             )),
-            _Ensemble(1.1, (  # choir, with or without the church organ
+            _Ensemble(1.1, (  # choir, with or without the church organ or strings
                 _Part((52, 53), ("sustain", "melody slow"), 62),
-                _Part((19,), ("sustain", "bass"), 50, probability=0.6),
-            )),
+            ), colors=(
+                _Part((19,), ("sustain", "bass"), 50),
+                _Part((48, 49), ("sustain",), 55),
+            ), n_colors=(0, 1)),
             _Ensemble(0.6, (_Part((40,), ("melody fast",), 76),)),  # solo violin
             _Ensemble(0.6, (_Part((42,), ("melody",), 52),)),  # solo cello
             _Ensemble(0.5, (_Part((73,), ("melody fast",), 77),)),  # solo flute
@@ -277,12 +321,16 @@ _STYLES: tuple[_Style, ...] = (
         ensembles=(
             _Ensemble(1.0, (
                 _Part((29, 30), ("power",), 52),
-                _Part(_BASS_PROGRAMS, ("root8",), 38),
-                _Part(_KITS["acoustic"] + _KITS["power"], ("kit",)),
-                _Part((29, 30, 27), ("melody pentatonic",), 68, probability=0.4),
-                _Part((18, 16), ("sustain",), 62, probability=0.3),
-                _Part((0, 1), ("block",), 60, probability=0.2),
-            ), groove="rock"),
+                _Part((33, 34, 32), ("root8",), 38),
+                _Part((0, 8, 16, 16, 32), ("kit",)),
+            ), colors=(
+                _Part((29, 30, 27), ("melody pentatonic",), 68),  # lead guitar
+                _Part((16, 18), ("block",), 60),
+                _Part((0, 1), ("block",), 62),
+                _Part((4, 7), ("block",), 62),
+                _Part((48, *_SYNTH_PADS), ("sustain",), 64),
+                _SITAR_COLOR,
+            ), n_colors=(0, 2), grooves=("rock",)),
         ),
     ),
     _Style(
@@ -293,10 +341,15 @@ _STYLES: tuple[_Style, ...] = (
         ensembles=(
             _Ensemble(1.0, (
                 _Part((30,), ("palm",), 46),
-                _Part((34, 33), ("root8",), 34),
-                _Part(_KITS["power"], ("kit",)),
-                _Part((30, 29), ("melody fast",), 66, probability=0.5),
-            ), groove="metal"),
+                _Part((34, 33, 35), ("root8",), 34),
+                _Part((16, 16, 0, 8), ("kit",)),
+            ), colors=(
+                _Part((30, 29), ("melody fast",), 66),  # lead guitar
+                _Part((52, 53), ("sustain",), 64),  # the choir and strings of symphonic metal
+                _Part((48, 49), ("sustain",), 62),
+                _Part((19, 16), ("sustain",), 60),
+                _Part(_SYNTH_PADS, ("sustain",), 62),
+            ), n_colors=(0, 2), grooves=("metal",)),
         ),
     ),
     _Style(
@@ -305,25 +358,18 @@ _STYLES: tuple[_Style, ...] = (
         dynamics=(0.2, 0.6, 0.2),
         modes=("major", "minor"),
         ensembles=(
-            _Ensemble(1.0, (  # piano band
-                _Part((0, 1, 2), ("block",), 60),
-                _Part(_BASS_PROGRAMS, ("root8",), 38),
-                _Part(_KITS["acoustic"], ("kit",)),
-                _Part((*_SYNTH_LEADS, 73, *_UNTAGGED_LEADS), ("melody",), 72),
-                _Part((48, *_SYNTH_PADS), ("sustain",), 64, probability=0.3),
-            ), groove="pop"),
+            _Ensemble(1.0, (  # keyboard band
+                _Part((0, 1, 2, 4, 5), ("block",), 60),
+                _Part((*_BASSES, *_SYNTH_BASSES), ("root8",), 38),
+                _Part((0, 8, 24, 25, 40, 32), ("kit",), probability=0.85),
+            ), colors=(*_LEAD_COLORS, *_PAD_COLORS, _SITAR_COLOR), n_colors=(1, 2),
+                grooves=("pop", "pop", "four on the floor")),
             _Ensemble(1.0, (  # guitar band
-                _Part((25, 24, 27), ("strum",), 57),
-                _Part((*_BASS_PROGRAMS, *_SYNTH_BASSES), ("root",), 38),
-                _Part(_KITS["acoustic"], ("kit",)),
-                _Part((*_UNTAGGED_LEADS, 73, 80), ("melody",), 72, probability=0.7),
-                _Part(_UNTAGGED_KEYS, ("block",), 62, probability=0.4),
-            ), groove="pop"),
-            _Ensemble(0.4, (  # ballad without drums
-                _Part((0, 1), ("arpeggio",), 58),
-                _Part(_UNTAGGED_LEADS, ("melody",), 70),
-                _Part((48,), ("sustain",), 62, probability=0.5),
-            )),
+                _Part((25, 24, 27, 29), ("strum",), 57),
+                _Part((*_BASSES, *_SYNTH_BASSES), ("root",), 38),
+                _Part((0, 8, 40, 32, 16), ("kit",), probability=0.85),
+            ), colors=(*_LEAD_COLORS, *_PAD_COLORS, *_KEYS_COLORS[:4]), n_colors=(1, 2),
+                grooves=("pop", "pop", "four on the floor")),
         ),
     ),
     _Style(
@@ -334,12 +380,15 @@ _STYLES: tuple[_Style, ...] = (
         quantised=True,
         ensembles=(
             _Ensemble(1.0, (
-                _Part(_SYNTH_BASSES, ("offbeat",), 36),
+                _Part((*_SYNTH_BASSES, 33), ("offbeat",), 36),
                 _Part(_SYNTH_LEADS, ("arpeggio16",), 64),
-                _Part(_KITS["electronic"], ("kit",)),
-                _Part(_SYNTH_PADS, ("sustain",), 60, probability=0.5),
-                _Part(_UNTAGGED_BELLS, ("riff",), 74, probability=0.3),
-            ), groove="techno"),
+                _Part((24, 25, 24, 25, 0), ("kit",)),
+            ), colors=(
+                _Part(_SYNTH_PADS, ("sustain",), 60),
+                _Part(_UNTAGGED_BELLS, ("riff",), 74),
+                _Part((4, 17), ("stabs",), 62),
+                _Part((48, 52), ("sustain",), 62),
+            ), n_colors=(0, 2), grooves=("techno",)),
         ),
     ),
     _Style(
@@ -350,12 +399,16 @@ _STYLES: tuple[_Style, ...] = (
         quantised=True,
         ensembles=(
             _Ensemble(1.0, (
-                _Part((0, 1, 17, *_SYNTH_LEADS), ("stabs",), 62),
-                _Part((*_SYNTH_BASSES, 33), ("offbeat",), 38),
-                _Part((*_KITS["electronic"], 0), ("kit",)),
-                _Part((48, 49), ("sustain",), 66, probability=0.35),
-                _Part((*_SYNTH_LEADS, *_UNTAGGED_LEADS), ("riff",), 72, probability=0.4),
-            ), groove="four on the floor"),
+                _Part((0, 1, 4, 17, *_SYNTH_LEADS), ("stabs",), 62),
+                _Part((*_SYNTH_BASSES, 33, 34), ("offbeat",), 38),
+                _Part((24, 25, 0, 8), ("kit",)),
+            ), colors=(
+                _Part((48, 49), ("sustain",), 66),
+                _Part(_SYNTH_PADS, ("sustain",), 62),
+                _Part((*_SYNTH_LEADS, 56, 65), ("riff",), 72),
+                _Part((27, 28), ("strum",), 60),
+                _Part((52, 53), ("sustain",), 64),
+            ), n_colors=(0, 2), grooves=("four on the floor",)),
         ),
     ),
     _Style(
@@ -366,12 +419,16 @@ _STYLES: tuple[_Style, ...] = (
         quantised=True,
         ensembles=(
             _Ensemble(1.0, (
-                _Part(_SYNTH_PADS, ("sustain",), 60),
-                _Part((*_SYNTH_LEADS, *_UNTAGGED_KEYS), ("melody",), 70, probability=0.7),
-                _Part(_SYNTH_BASSES, ("root",), 38),
-                _Part(_KITS["electronic"], ("kit",)),
-                _Part(_UNTAGGED_BELLS, ("arpeggio",), 76, probability=0.3),
-            ), groove="breakbeat"),
+                _Part((*_SYNTH_PADS, 4, 5), ("sustain",), 60),
+                _Part((*_SYNTH_BASSES, 33, 35), ("root",), 38),
+                _Part((24, 25, 0, 8, 16), ("kit",), probability=0.85),
+            ), colors=(
+                _Part(_SYNTH_LEADS, ("melody",), 70),
+                _Part(_UNTAGGED_BELLS, ("arpeggio",), 76),
+                _Part((24, 26), ("arpeggio",), 62),
+                _Part((48, 52), ("sustain",), 64),
+                _Part((73, 11), ("melody",), 74),
+            ), n_colors=(1, 2), grooves=("breakbeat", "breakbeat", "four on the floor")),
         ),
     ),
     _Style(
@@ -380,17 +437,22 @@ _STYLES: tuple[_Style, ...] = (
         dynamics=(0.6, 0.4, 0.0),
         modes=("major", "minor", "dorian"),
         ensembles=(
-            _Ensemble(1.0, (  # pads, a choir, bells
-                _Part(_SYNTH_PADS, ("sustain",), 60),
-                _Part(_SYNTH_PADS, ("drone",), 48),
-                _Part((52, 53), ("sustain",), 64, probability=0.4),
-                _Part((*_UNTAGGED_BELLS, 0), ("sparse",), 76, probability=0.5),
-            )),
+            _Ensemble(1.0, (  # pads and a drone, with bells, piano, a choir or a flute
+                _Part((*_SYNTH_PADS, *_SYNTH_PADS, 48, 52), ("sustain",), 60),
+                _Part((*_SYNTH_PADS, 19, 49), ("drone",), 48),
+            ), colors=(
+                _Part(_UNTAGGED_BELLS, ("sparse",), 76),
+                _Part((0, 1), ("sparse",), 72),
+                _Part((52, 53), ("sustain",), 64),
+                _Part((73, 40), ("melody slow",), 74),
+                _Part((24, 46), ("arpeggio",), 64),
+                _SITAR_COLOR,
+            ), n_colors=(1, 2)),
             _Ensemble(0.7, (  # pads with a sequenced synth arpeggio
                 _Part(_SYNTH_PADS, ("sustain",), 60),
                 _Part(_SYNTH_LEADS, ("arpeggio",), 70),
                 _Part(_SYNTH_BASSES, ("drone",), 36, probability=0.6),
-            ), tags=("electronic",)),
+            ), colors=_BELL_COLORS + _PAD_COLORS[:3], n_colors=(0, 1), tags=("electronic",)),
         ),
     ),
     _Style(
@@ -400,11 +462,16 @@ _STYLES: tuple[_Style, ...] = (
         modes=("major", "dorian", "mixolydian"),
         ensembles=(
             _Ensemble(1.0, (
-                _Part((0, 46), ("arpeggio",), 60),
-                _Part((73, 75, 0, 42), ("melody slow",), 72),
-                _Part((48, 49, *_SYNTH_PADS), ("sustain",), 60, probability=0.6),
-                _Part((53, 52), ("sustain",), 64, probability=0.3),
-            )),
+                _Part((0, 46, 24), ("arpeggio",), 60),
+                _Part((73, 75, 0, 42, 40, 68), ("melody slow",), 72),
+            ), colors=(
+                _Part((48, 49), ("sustain",), 60),
+                _Part(_SYNTH_PADS, ("sustain",), 60),
+                _Part((53, 52), ("sustain",), 64),
+                _Part(_UNTAGGED_BELLS, ("sparse",), 78),
+                _SITAR_COLOR,
+                _Part((6,), ("arpeggio",), 64),
+            ), n_colors=(0, 2)),
         ),
     ),
     _Style(
@@ -413,13 +480,24 @@ _STYLES: tuple[_Style, ...] = (
         dynamics=(0.3, 0.6, 0.1),
         modes=("bhairav", "dorian", "mixolydian"),
         ensembles=(
-            _Ensemble(1.0, (
+            _Ensemble(0.6, (  # sitar, tanpura, tabla
                 _Part((104,), ("ornamented",), 64),
-                _Part((104,), ("tanpura",), 48),
+                _Part((104, 20, 48), ("tanpura",), 48),
                 _Part((0,), ("hand",)),
-                _Part((20,), ("drone",), 55, probability=0.3),  # harmonium (reed organ)
-                _Part((73,), ("melody slow",), 74, probability=0.3),  # bansuri
-            )),
+            ), colors=(
+                _Part((20,), ("drone",), 55),  # harmonium (reed organ)
+                _Part((73,), ("melody slow",), 74),  # bansuri
+                _Part((48, 49), ("sustain",), 60),  # film strings
+                _Part((111,), ("melody slow",), 70),  # shehnai
+            ), n_colors=(0, 2)),
+            _Ensemble(0.4, (  # bansuri or shehnai over a drone and tabla
+                _Part((73, 111), ("ornamented",), 72),
+                _Part((104, 20, 48, 49), ("tanpura",), 48),
+                _Part((0,), ("hand",)),
+            ), colors=(
+                _Part((20,), ("drone",), 55),
+                _Part((48, 49), ("sustain",), 60),
+            ), n_colors=(0, 1)),
         ),
     ),
     _Style(
@@ -432,11 +510,15 @@ _STYLES: tuple[_Style, ...] = (
             _Ensemble(1.0, (
                 _Part((25,), ("strum",), 57),
                 _Part((32, 33), ("root fifth",), 40),
-                _Part((*_KITS["acoustic"], 40), ("kit",)),
-                _Part((110, 40, 22), ("melody fast",), 74, probability=0.7),  # fiddle
-                _Part((105,), ("arpeggio16",), 64, probability=0.4),  # banjo
-                _Part((0, 3), ("block",), 62, probability=0.3),
-            ), groove="train"),
+                _Part((0, 8, 40, 32), ("kit",), probability=0.85),
+            ), colors=(
+                _Part((110, 40), ("melody fast",), 74),  # fiddle
+                _Part((105,), ("arpeggio16",), 64),  # banjo
+                _Part((22,), ("melody",), 72),  # harmonica
+                _Part((0, 3), ("block",), 62),  # piano
+                _Part((26, 27), ("melody",), 68),  # lead guitar
+                _Part((16,), ("sustain",), 60),
+            ), n_colors=(1, 2), grooves=("train",)),
         ),
     ),
     _Style(
@@ -446,17 +528,17 @@ _STYLES: tuple[_Style, ...] = (
         modes=("dorian", "major", "mixolydian"),
         swing=True,
         ensembles=(
-            _Ensemble(1.0, (  # piano trio with a horn, guitar or vibraphone
-                _Part((0, 1, 4), ("comp",), 60),
-                _Part((32,), ("walking",), 40),
-                _Part(_KITS["jazz"], ("kit",)),
-                _Part((64, 65, 66, 56, 26, 11, 73), ("melody",), 70, probability=0.8),
-            ), groove="swing"),
-            _Ensemble(0.3, (  # organ trio
-                _Part((16, 17), ("comp", "bass"), 58),
-                _Part(_KITS["jazz"], ("kit",)),
-                _Part((26, 65, 66), ("melody",), 68),
-            ), groove="swing"),
+            _Ensemble(1.0, (
+                _Part((0, 1, 4, 26, 11, 16), ("comp",), 60),
+                _Part((32, 33, 35), ("walking",), 40),
+                _Part((32, 40, 0, 8), ("kit",), probability=0.9),
+            ), colors=(
+                _Part((64, 65, 66, 56, 71), ("melody",), 70),  # saxophones, trumpet, clarinet
+                _Part((73,), ("melody",), 74),
+                _Part((40,), ("melody",), 72),
+                _Part((26, 27), ("melody",), 66),  # jazz guitar
+                _Part((11,), ("melody",), 72),
+            ), n_colors=(1, 1), grooves=("swing",)),
         ),
     ),
 )  # fmt: skip
@@ -814,13 +896,15 @@ def compose(seed: int, seconds: float = CLIP_SECONDS) -> tuple[pretty_midi.Prett
         mode=_MODES[mode_name],
         chords=progressions[int(rng.integers(len(progressions)))],
         velocity=velocity + int(rng.integers(-6, 7)),
-        groove=ensemble.groove,
+        groove=str(rng.choice(ensemble.grooves)) if ensemble.grooves else None,
     )
     clip_db += float(rng.uniform(-2.0, 2.0))
 
     midi = pretty_midi.PrettyMIDI(initial_tempo=tempo)
     tags = set(style.tags) | set(ensemble.tags)
-    for part in ensemble.parts:
+    n_colors = int(rng.integers(ensemble.n_colors[0], ensemble.n_colors[1] + 1))
+    colors = [ensemble.colors[i] for i in rng.permutation(len(ensemble.colors))[:n_colors]]
+    for part in (*ensemble.parts, *colors):
         if rng.random() >= part.probability:
             continue
         program = int(rng.choice(part.programs))
@@ -828,7 +912,7 @@ def compose(seed: int, seconds: float = CLIP_SECONDS) -> tuple[pretty_midi.Prett
             instrument = pretty_midi.Instrument(program=program, is_drum=True, name="kit")
             notes = _kit(clip)
             tags.add("drums")
-            if clip.groove in ("four on the floor", "techno"):
+            if clip.groove in _FOUR_ON_THE_FLOOR:
                 tags.add("beat")
         elif part.patterns == ("hand",):
             instrument = pretty_midi.Instrument(program=program, is_drum=True, name="hand")
@@ -851,8 +935,11 @@ def compose(seed: int, seconds: float = CLIP_SECONDS) -> tuple[pretty_midi.Prett
                 instrument.notes.append(
                     pretty_midi.Note(note_velocity, pitch, float(start), float(end))
                 )
-        # Channel volume carries the mix level and the clip's dynamic level (40 log10 law).
+        # Channel volume carries the mix level and the clip's dynamic level (40 log10 law);
+        # colours sit up to 6 dB further back in the mix than the core.
         part_db = clip_db + float(rng.uniform(*part.level_db))
+        if part in colors:
+            part_db -= float(rng.uniform(0.0, 6.0))
         volume = int(np.clip(round(127 * 10 ** (part_db / 40)), 1, 127))
         instrument.control_changes.append(pretty_midi.ControlChange(7, volume, 0.0))
         midi.instruments.append(instrument)
@@ -921,15 +1008,48 @@ def render(
     return mono.astype(np.float32)
 
 
+def _recording_chain(audio: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """A noise floor, a band limit and a broad boost or cut, as recordings and mastering differ.
+
+    Static filters move every clip's average spectrum (and so its mean MFCC) by their own amount,
+    so timbre must be told from how a sound moves as much as from its average colour.
+    """
+    # A noise floor 35 to 60 dB below the music, as tape, rooms and encoders leave one.
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) + 1e-9
+    floor_db = rng.uniform(-60.0, -35.0)
+    audio = audio + rms * 10 ** (floor_db / 20) * rng.standard_normal(len(audio))
+    high_pass = float(np.exp(rng.uniform(np.log(20.0), np.log(150.0))))
+    low_pass = min(float(np.exp(rng.uniform(np.log(3500.0), np.log(7900.0)))), 0.45 * sr)
+    band = signal.butter(2, [high_pass, low_pass], btype="bandpass", fs=sr, output="sos")
+    audio = signal.sosfilt(band, audio)
+    centre = float(np.exp(rng.uniform(np.log(200.0), np.log(3000.0))))
+    # Adding the band in phase (a Butterworth band-pass has no phase shift at its centre) boosts
+    # it by up to 6 dB; subtracting half of it cuts it by 6 dB.
+    emphasis = signal.butter(2, [centre / 1.5, centre * 1.5], btype="bandpass", fs=sr, output="sos")
+    audio = audio + rng.uniform(-0.5, 1.0) * signal.sosfilt(emphasis, audio)
+    return audio.astype(np.float32)
+
+
 def make_clip(
     seed: int,
     seconds: float = CLIP_SECONDS,
     sr: int = SAMPLE_RATE,
     soundfont: str | os.PathLike | None = None,
 ) -> tuple[np.ndarray, list[str]]:
-    """Composes and renders one clip of exactly `seconds`: `((samples,) float32, tags)`."""
+    """One clip of the data set: `compose(seed)`, rendered, through a random recording chain.
+
+    Args:
+      seed: the clip's seed; the recording chain draws from a stream of its own.
+      seconds: the clip's length; the audio is cut or zero-padded to exactly that.
+      sr: the sample rate, in Hz.
+      soundfont: as for `render`.
+
+    Returns:
+      `((round(seconds * sr),) float32, tags)`.
+    """
     midi, tags = compose(seed, seconds)
     audio = render(midi, soundfont, sr)
+    audio = _recording_chain(audio, sr, np.random.default_rng([int(seed), 1]))
     length = round(seconds * sr)
     return np.pad(audio[:length], (0, max(length - len(audio), 0))), tags
 

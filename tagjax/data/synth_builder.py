@@ -119,7 +119,7 @@ class Synth(tfds.core.GeneratorBasedBuilder):
             name="default",
             description="2,000 clips of 8 s (1,600 / 200 / 200): trains in minutes on a CPU.",
             num_clips=2000,
-            clip_seconds=8.0,
+            clip_seconds=synth.CLIP_SECONDS,
         ),
         SynthConfig(
             name="tiny",
