@@ -89,17 +89,16 @@ def _to_blocks(X: jax.Array, chunk_size: int) -> jax.Array:
     return padded.reshape(n_blocks, chunk_size, dim)
 
 
-def _nearest_in_blocks(blocks: jax.Array, centroids: jax.Array, n: int):
+def _nearest_in_blocks(blocks: jax.Array, centroids: jax.Array):
     """Nearest centroid of each frame, one block at a time.
 
     Args:
       blocks: `(n_blocks, chunk_size, dim)` frames from `_to_blocks`.
       centroids: `(k, dim)`.
-      n: number of real (unpadded) frames.
 
     Returns:
-      `(n,)` int32 labels (the lowest index among ties, like `argmin`) and `(n,)`
-      `min_c |c|^2 - 2 x.c`, i.e. the squared distance minus `|x|^2`.
+      `(n_blocks * chunk_size,)` int32 labels (the lowest index among ties, like `argmin`) and
+      `min_c |c|^2 - 2 x.c`, i.e. the squared distance minus `|x|^2`, padding rows included.
     """
     k = centroids.shape[0]
     c_sq = jnp.sum(centroids * centroids, axis=1)
@@ -115,7 +114,7 @@ def _nearest_in_blocks(blocks: jax.Array, centroids: jax.Array, n: int):
         return labels, best
 
     labels, best = lax.map(nearest, blocks)
-    return labels.reshape(-1)[:n], best.reshape(-1)[:n]
+    return labels.reshape(-1), best.reshape(-1)
 
 
 def nearest_centroids(X: jax.Array, centroids: jax.Array, chunk_size: int):
@@ -124,8 +123,9 @@ def nearest_centroids(X: jax.Array, centroids: jax.Array, chunk_size: int):
     shift = jnp.mean(centroids, axis=0)
     X = X - shift
     centroids = centroids - shift
-    labels, best = _nearest_in_blocks(_to_blocks(X, chunk_size), centroids, X.shape[0])
-    return labels, jnp.maximum(jnp.sum(X * X, axis=1) + best, 0)
+    n = X.shape[0]
+    labels, best = _nearest_in_blocks(_to_blocks(X, chunk_size), centroids)
+    return labels[:n], jnp.maximum(jnp.sum(X * X, axis=1) + best[:n], 0)
 
 
 def check_model_input(km, X, name: str = "X") -> None:
@@ -268,33 +268,37 @@ def _relocate_empty(X, labels, distances, sums, counts):
     return jnp.where(empty[:, None], frame, sums), jnp.where(empty, 1, counts)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "n_iter", "init", "n_local_trials", "chunk_size"))
+@functools.partial(jax.jit, static_argnames=("k", "init", "n_local_trials", "chunk_size"))
 def _kmeans_fit(key, X, initial_centroids, k, n_iter, tol, init, n_local_trials, chunk_size):
-    n = X.shape[0]
+    n, dim = X.shape
     mean = jnp.mean(X, axis=0)
-    X = X - mean
-    if init == "k-means++":
-        centroids = X[_kmeans_plusplus(key, X, k, n_local_trials)]
-    elif init == "random":
-        centroids = X[_distinct_indices(key, n, k)]
-    else:
-        centroids = initial_centroids - mean
     # scikit-learn's tolerance: relative to the mean variance of the features.
     tolerance = tol * jnp.mean(jnp.var(X, axis=0))
-    x_sq = jnp.sum(X * X, axis=1)
-    blocks = _to_blocks(X, chunk_size)
+    # The one centred copy of the frames, padded with zero rows to whole blocks; `frames` is
+    # the same buffer seen flat, and padding rows are masked out of every sum below.
+    blocks = _to_blocks(X - mean, chunk_size)
+    frames = blocks.reshape(-1, dim)
+    valid = jnp.arange(frames.shape[0]) < n
+    if init == "k-means++":
+        centroids = frames[_kmeans_plusplus(key, frames[:n], k, n_local_trials)]
+    elif init == "random":
+        centroids = frames[_distinct_indices(key, n, k)]
+    else:
+        centroids = initial_centroids - mean
+    x_sq = jnp.sum(frames * frames, axis=1)
 
     def lloyd_step(state):
         i, centroids, previous_labels, _ = state
-        labels, best = _nearest_in_blocks(blocks, centroids, n)
-        sums = jax.ops.segment_sum(X, labels, k)
-        counts = jax.ops.segment_sum(jnp.ones((n,), X.dtype), labels, k)
-        distances = x_sq + best
+        labels, best = _nearest_in_blocks(blocks, centroids)
+        labels = jnp.where(valid, labels, k)  # out of range: dropped by segment_sum
+        sums = jax.ops.segment_sum(frames, labels, k)
+        counts = jax.ops.segment_sum(jnp.ones_like(x_sq), labels, k)
+        distances = jnp.where(valid, x_sq + best, -jnp.inf)
         sums, counts = lax.cond(
             jnp.any(counts == 0),
             _relocate_empty,
-            lambda X, labels, distances, sums, counts: (sums, counts),
-            X,
+            lambda frames, labels, distances, sums, counts: (sums, counts),
+            frames,
             labels,
             distances,
             sums,
@@ -309,10 +313,11 @@ def _kmeans_fit(key, X, initial_centroids, k, n_iter, tol, init, n_local_trials,
         i, _, _, converged = state
         return (i < n_iter) & ~converged
 
-    initial = (jnp.int32(0), centroids, jnp.full((n,), -1, jnp.int32), jnp.bool_(False))
+    no_labels = jnp.full(frames.shape[:1], -1, jnp.int32)
+    initial = (jnp.int32(0), centroids, no_labels, jnp.bool_(False))
     n_done, centroids, _, _ = lax.while_loop(keep_going, lloyd_step, initial)
-    _, best = _nearest_in_blocks(blocks, centroids, n)
-    inertia = jnp.sum(jnp.maximum(x_sq + best, 0))
+    _, best = _nearest_in_blocks(blocks, centroids)
+    inertia = jnp.sum(jnp.where(valid, jnp.maximum(x_sq + best, 0), 0))
     return KMeans(centroids=centroids + mean, inertia=inertia, n_iter=jnp.asarray(n_done))
 
 
@@ -367,9 +372,9 @@ def kmeans_fit(
     validate_frames(X)
     n, dim = np.shape(X)
     _check_k(k, n)
-    if n_iter < 1:
+    if not isinstance(n_iter, jax.core.Tracer) and n_iter < 1:
         raise ValueError(f"n_iter must be at least 1, got {n_iter}.")
-    if not tol >= 0:
+    if not isinstance(tol, jax.core.Tracer) and not tol >= 0:
         raise ValueError(f"tol must be non-negative, got {tol}.")
     initial_centroids, init_name = _initial_centroids(init, k, dim)
     n_local_trials = 2 + int(math.log(k)) if n_local_trials is None else n_local_trials
@@ -498,9 +503,7 @@ def minibatch_kmeans_update(
     return _minibatch_step(key, state, X, reassignment_ratio, chunk_size)
 
 
-@functools.partial(
-    jax.jit, static_argnames=("k", "batch_size", "n_steps", "max_no_improvement", "chunk_size")
-)
+@functools.partial(jax.jit, static_argnames=("k", "batch_size", "chunk_size"))
 def _minibatch_kmeans_fit(
     key, X, k, batch_size, n_steps, max_no_improvement, reassignment_ratio, chunk_size
 ):
