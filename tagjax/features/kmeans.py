@@ -197,13 +197,13 @@ def _kmeans_plusplus(key, X, k, n_local_trials):
 
     first_key, trials_key = jax.random.split(key)
     first = jax.random.randint(first_key, (1,), 0, n)
+    uniforms = jax.random.uniform(trials_key, (k, n_local_trials))
 
     def add_centroid(c, carry):
         chosen, closest = carry
         # Candidates drawn with probability proportional to the squared distance (D^2 sampling).
         cumulative = jnp.cumsum(closest)
-        targets = jax.random.uniform(jax.random.fold_in(trials_key, c), (n_local_trials,))
-        candidates = jnp.searchsorted(cumulative, targets * cumulative[-1])
+        candidates = jnp.searchsorted(cumulative, uniforms[c] * cumulative[-1])
         candidates = jnp.minimum(candidates, n - 1)
         candidate_closest = jnp.minimum(closest[None, :], distances_to(candidates))
         best = jnp.argmin(jnp.sum(candidate_closest, axis=1))
