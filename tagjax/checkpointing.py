@@ -92,13 +92,20 @@ class RunCheckpoints:
         self.best.close()
 
 
-def restore_state_only(workdir: str, abstract_state, *, which: str = "best"):
-    """The `state` item of a finished run's best (or latest) checkpoint, for inference.
+def restore_variables(workdir: str, params, model_state, *, which: str = "best"):
+    """The model variables of a run's best (or latest) checkpoint, for inference.
+
+    Only `params` and `model_state` are read: the optimizer state stays on disk, so the caller
+    needs no optimizer to build the structure.
 
     Args:
       workdir: the training run's work directory.
-      abstract_state: a pytree of the state's structure (arrays or `jax.ShapeDtypeStruct`s).
+      params, model_state: pytrees of the variables' structure (arrays or
+        `jax.ShapeDtypeStruct`s), e.g. from `model.init`.
       which: "best" or "latest"; "best" falls back to "latest" when no best exists.
+
+    Returns:
+      `(params, model_state, meta)`.
 
     Raises:
       FileNotFoundError: the work directory holds no checkpoint.
@@ -106,11 +113,22 @@ def restore_state_only(workdir: str, abstract_state, *, which: str = "best"):
     checkpoints = RunCheckpoints(workdir)
     try:
         if which == "best" and checkpoints.best_step() is not None:
-            state, _, meta = checkpoints.restore_best(abstract_state)
+            manager, step = checkpoints.best, checkpoints.best_step()
         elif checkpoints.latest_step() is not None:
-            state, _, meta = checkpoints.restore_latest(abstract_state)
+            manager, step = checkpoints.latest, checkpoints.latest_step()
         else:
             raise FileNotFoundError(f"{workdir}: no checkpoint under {workdir}/checkpoints")
-        return state, meta
+        item = {"params": params, "model_state": model_state}
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                    partial_restore=True),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        state = restored["state"]
+        return state["params"], state["model_state"], restored["meta"]
     finally:
         checkpoints.close()

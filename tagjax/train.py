@@ -166,24 +166,12 @@ def _fit_bag_of_frames(model, variables, config, source) -> dict:
 
 def _transplant_frontend(variables: dict, init_from: str) -> dict:
     """Copies the trained front end of the run in `init_from` into `variables` (by name)."""
-    other_config = load_run_config(init_from)
-    other_model = tj_models.build(other_config.model_full)
-    other_variables = _init_variables(other_model, other_config.train, jax.random.PRNGKey(0))
-    abstract = _new_state_like(other_variables)
-    state, _ = checkpointing.restore_state_only(init_from, abstract)
+    _, trained, _ = restore_model(init_from)
     variables = dict(variables)
-    for collection, tree in state.variables().items():
+    for collection, tree in trained.items():
         if "frontend" in tree and collection in variables:
             variables[collection] = {**variables[collection], "frontend": tree["frontend"]}
     return variables
-
-
-def _new_state_like(variables: dict) -> TrainState:
-    """A TrainState skeleton over `variables`, for restoring the variables alone."""
-    params = variables["params"]
-    model_state = {k: v for k, v in variables.items() if k != "params"}
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                      opt_state=None, rng=jnp.zeros((2,), jnp.uint32))
 
 
 def create_state(model, config, tx_fn: Callable, sources, *, fit_statistics: bool) -> TrainState:
@@ -471,6 +459,26 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     run.tags = saved["tags"]
     run.model_full = _model_config(train_config, len(saved["tags"]))
     return run
+
+
+def restore_model(workdir: str, *, which: str = "best"):
+    """The trained model of a run, for inference: `(model, variables, run_config)`.
+
+    Args:
+      workdir: a training run's work directory (it holds `config.json` and checkpoints).
+      which: "best" (by validation ROC-AUC; the latest if no best exists) or "latest".
+
+    Returns:
+      The unbound `TaggingModel`, its variables (`params`, `batch_stats`, `kmeans`, ...) and the
+      run's config (`.train`, `.model_full`, `.tags`; see `load_run_config`).
+    """
+    run_config = load_run_config(workdir)
+    model = tj_models.build(run_config.model_full)
+    variables = _init_variables(model, run_config.train, jax.random.PRNGKey(0))
+    params = variables.pop("params")
+    params, model_state, _ = checkpointing.restore_variables(workdir, params, variables,
+                                                             which=which)
+    return model, {"params": params, **model_state}, run_config
 
 
 # ----------------------------------------------------------------------------------------------
