@@ -4,8 +4,8 @@ For each model of the training configs (configs/*.py): compile time and median r
 jitted Adam training step (forward, binary cross-entropy, backward, update) and of an inference
 forward pass, on a batch of random crops. Models with max pooling are timed twice in the same
 run, with tagjax's reshape pooling (`layers.block_max_pool`) and with Flax's `nn.max_pool`
-(`reduce_window`), and the ratio is reported. No PyTorch or TensorFlow peer is installed, so
-there is no cross-framework comparison.
+(`reduce_window`), timed in alternation, and the ratio is reported. No PyTorch or TensorFlow
+peer is installed, so there is no cross-framework comparison.
 
     python benchmarks/bench_models.py [--models cnn_lstm,fcn] [--batch 16] [--seconds 3]
         [--repeats 5] [--out benchmarks/results/models.json]
@@ -41,24 +41,16 @@ def _set_pooling(name):
     cnn.block_max_pool = resnet.block_max_pool = POOLINGS[name]
 
 
-def _median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _compile_and_run(fn, args, repeats):
+def _compile(fn, args):
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - start
     jax.block_until_ready(compiled(*args))  # warm-up
-    return compile_s, _median_time(lambda: compiled(*args), repeats)
+    return compiled, compile_s
 
 
-def benchmark(name, model_config, batch, samples, repeats):
+def compile_model(model_config, batch, samples):
+    """Compiled `train` and `infer` calls of one model, with their inputs and compile times."""
     model = tjm.build({**model_config, "num_tags": NUM_TAGS, "sample_rate": SR})
     rng = np.random.default_rng(0)
     audio = jnp.asarray(0.1 * rng.standard_normal((batch, samples)), jnp.float32)
@@ -82,16 +74,29 @@ def benchmark(name, model_config, batch, samples, repeats):
         changes, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, changes), opt_state, {**state, **updates}, loss
 
-    train_compile_s, train_s = _compile_and_run(
-        train_step, (params, opt_state, variables, audio, labels, jax.random.key(1)), repeats)
-    infer_compile_s, infer_s = _compile_and_run(
-        lambda v, a: model.apply(v, a, train=False), ({"params": params, **variables}, audio),
-        repeats)
-    num_params = sum(x.size for x in jax.tree_util.tree_leaves(params))
-    return dict(model=name, params=int(num_params), init_compile_and_run_s=init_s,
-                train_compile_s=train_compile_s, train_step_s=train_s,
-                train_clips_per_s=batch / train_s, infer_compile_s=infer_compile_s,
-                infer_s=infer_s, infer_clips_per_s=batch / infer_s)
+    train_args = (params, opt_state, variables, audio, labels, jax.random.key(1))
+    infer_args = ({"params": params, **variables}, audio)
+    train, train_compile_s = _compile(train_step, train_args)
+    infer, infer_compile_s = _compile(lambda v, a: model.apply(v, a, train=False), infer_args)
+    return dict(
+        calls={"train": (train, train_args), "infer": (infer, infer_args)},
+        row=dict(params=int(sum(x.size for x in jax.tree_util.tree_leaves(params))),
+                 init_compile_and_run_s=init_s, train_compile_s=train_compile_s,
+                 infer_compile_s=infer_compile_s),
+    )
+
+
+def time_interleaved(variants, repeats):
+    """Median seconds of each variant's calls, the variants taking turns so that the load of a
+    shared machine drifts over all of them alike."""
+    times = {(v, call): [] for v in variants for call in variants[v]["calls"]}
+    for _ in range(repeats):
+        for v, compiled in variants.items():
+            for call, (fn, args) in compiled["calls"].items():
+                start = time.perf_counter()
+                jax.block_until_ready(fn(*args))
+                times[v, call].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in times.items()}
 
 
 def _has_pooling(model_config):
@@ -116,14 +121,20 @@ def main():
         model_config = model_config.to_dict()
         if model_config["summary"]["name"] == "bof":
             model_config["summary"].setdefault("k", 256)
-        poolings = list(POOLINGS) if _has_pooling(model_config) else ["reshape"]
-        for pooling in poolings:
+        variants = {}
+        for pooling in list(POOLINGS) if _has_pooling(model_config) else ["reshape"]:
             _set_pooling(pooling)
-            row = benchmark(name, model_config, args.batch, samples, args.repeats)
-            row["pooling"] = pooling
+            variants[pooling] = compile_model(model_config, args.batch, samples)
+        _set_pooling("reshape")
+        medians = time_interleaved(variants, args.repeats)
+        for pooling, compiled in variants.items():
+            row = dict(model=name, pooling=pooling, **compiled["row"],
+                       train_step_s=medians[pooling, "train"],
+                       infer_s=medians[pooling, "infer"])
+            row["train_clips_per_s"] = args.batch / row["train_step_s"]
+            row["infer_clips_per_s"] = args.batch / row["infer_s"]
             rows.append(row)
             print(f"{name} ({pooling}): train step {row['train_step_s'] * 1e3:.0f} ms", flush=True)
-        _set_pooling("reshape")
 
     print(f"\ndevice: {jax.devices()[0].device_kind}, {os.cpu_count()} cores visible, "
           f"batch {args.batch} x {args.seconds} s, medians of {args.repeats}")
