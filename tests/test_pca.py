@@ -287,12 +287,14 @@ def test_streaming_is_stable_under_a_large_mean_offset():
     naive = (outer - np.outer(sums, sums) / np.float32(len(X))) / np.float32(len(X) - 1)
     assert np.abs(naive - reference).max() / np.abs(reference).max() > 100 * error
 
-    pca = tjf.pca_from_statistics(stats, 6)
     expected = sklearn_pca(X, 6)
-    assert_same_components(pca.components, expected.components_)
-    np.testing.assert_allclose(
-        pca.explained_variance_ratio, expected.explained_variance_ratio_, atol=RATIO_TOL
-    )
+    # Streamed, and one-shot (20000 frames: four 4096-frame blocks and a partial fifth).
+    for pca in (tjf.pca_from_statistics(stats, 6), tjf.pca_fit(X, 6)):
+        assert_same_components(pca.components, expected.components_)
+        np.testing.assert_allclose(
+            pca.explained_variance_ratio, expected.explained_variance_ratio_, atol=RATIO_TOL
+        )
+        assert_variances_close(pca.explained_variance, expected.explained_variance_)
 
 
 # --- bad input ------------------------------------------------------------------------------
