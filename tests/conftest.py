@@ -1,9 +1,33 @@
 import os
 import sys
 
+import pytest
+
 # Tests run on the CPU with 4 virtual devices so data-parallel code can be checked without a GPU.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+
+@pytest.fixture(scope="session")
+def synth_tiny_dir(tmp_path_factory):
+    """A TFDS data dir holding the `synth/tiny` data set, built once per test session."""
+    import tagjax as tj
+
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    tj.data.get_builder("synth", config="tiny", data_dir=data_dir)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_tiny_dir, tmp_path_factory):
+    """The work directory of a tiny `cnn_lstm` run trained for two epochs on `synth/tiny`."""
+    from runs import tiny_config
+
+    from tagjax import train
+
+    workdir = str(tmp_path_factory.mktemp("trained_run"))
+    train.train_and_evaluate(tiny_config("cnn_lstm", synth_tiny_dir), workdir)
+    return workdir
