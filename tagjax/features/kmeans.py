@@ -25,10 +25,10 @@ from jax import lax
 
 from tagjax.features.pca import check_finite, validate_frames
 
-# Frames per distance block: the (k, chunk) block of 2**21 float32 (8 MiB) was fastest for
-# k = 1024 on a 2-core AVX-512 CPU (benchmarks/kmeans.py --chunk-sweep); smaller blocks pay the
-# loop overhead, larger ones fall out of cache.
-_BLOCK_ELEMENTS = 2**21
+# Frames per distance block: a (k, chunk) block of about 2**19 float32 (2 MiB) was fastest on a
+# 2-core AVX-512 CPU (benchmarks/kmeans.py --chunk-sweep: 512 frames for k = 1024, 1024-2048
+# for k = 256); smaller blocks pay the loop overhead, larger ones fall out of cache.
+_BLOCK_ELEMENTS = 2**19
 _MIN_CHUNK_SIZE = 256
 
 
@@ -68,6 +68,7 @@ class MiniBatchKMeansState(NamedTuple):
 
 
 def resolve_chunk_size(chunk_size: int | None, k: int) -> int:
+    """Frames per distance block: `chunk_size` if given, else about 2**19 block elements."""
     if chunk_size is None:
         return max(_MIN_CHUNK_SIZE, _BLOCK_ELEMENTS // k)
     if chunk_size < 1:
@@ -160,7 +161,7 @@ def kmeans_assign(km: KMeans | MiniBatchKMeansState, X, chunk_size: int | None =
     Args:
       km: a fitted `KMeans` (or a `MiniBatchKMeansState`).
       X: `(..., dim)` frames; checked for NaN and infinite values when concrete.
-      chunk_size: frames per distance block (default: about 2M block elements).
+      chunk_size: frames per distance block (default: `max(256, 2**19 // k)`).
 
     Returns:
       `(...)` int32 labels in `[0, k)`; ties go to the lowest index.
@@ -364,7 +365,7 @@ def kmeans_fit(
       init: "k-means++" (greedy, see `kmeans_plusplus`), "random" (k distinct frames) or a
         `(k, dim)` array of initial centroids.
       n_local_trials: k-means++ candidates per centroid; default `2 + int(log(k))`.
-      chunk_size: frames per distance block; default about 2M block elements.
+      chunk_size: frames per distance block; default `max(256, 2**19 // k)`.
 
     Returns:
       The fitted `KMeans`; its inertia is for the final centroids.
