@@ -150,7 +150,7 @@ def test_frames_of_a_clip_vector_front_end_raise():
 def test_inference_is_per_example():
     """In inference mode an example's logits do not depend on the rest of the batch (the dB floor
     is per example, batch norm uses running statistics): vmap over single clips agrees."""
-    model = tjm.build(_config("logmel", "lstm", "mlp"))
+    model = tjm.build(_config("logmel", "meanmax", "mlp"))
     # Very different loudness across the batch, so a batch-wide top_db would show.
     audio = _audio(batch=3) * jnp.array([[1.0], [1e-3], [10.0]])
     variables = _init(model, audio)
@@ -335,8 +335,8 @@ def _numpy_gru_layer(p, x):
 
 @pytest.mark.parametrize("summary,layer_fn", [(tjm.LSTMSummary, _numpy_lstm_layer),
                                                (tjm.GRUSummary, _numpy_gru_layer)])
-@pytest.mark.parametrize("num_layers", [1, 2])
-def test_recurrent_summary_matches_numpy(summary, layer_fn, num_layers):
+def test_recurrent_summary_matches_numpy(summary, layer_fn):
+    num_layers = 2  # the second layer reads the first's outputs: both equations are checked
     module = summary(hidden=6, num_layers=num_layers)
     x = np.random.default_rng(0).standard_normal((3, 9, 4)).astype(np.float32)
     variables = _random_params(module.init(jax.random.key(0), x), seed=1)
