@@ -1,0 +1,637 @@
+"""Tagging your own audio files with a trained run: `Tagger` and `python -m tagjax.tag`.
+
+    python -m tagjax.tag PATH... --workdir RUN [--top 5] [--json | --csv] [--batch-size N]
+        [--hop SECONDS] [--workers N] [--plot OUT.png]
+
+    tagger = tj.Tagger.from_workdir("runs/cnn_lstm")
+    probabilities = tagger.tag(["song.mp3", "other.flac"])    # (2, num_tags)
+    embeddings = tagger.embed(["song.mp3", "other.flac"])     # (2, dim)
+
+Each track is tiled with chunks of the model's training crop length (`crop_seconds`), the last
+one padded with zeros; chunks of many tracks share fixed-shape batches (the last batch padded),
+so the model compiles once. A track's prediction is the mean of its chunks' predictions, each
+chunk weighted by the fraction of it that is real audio (a 0.2 s tail padded to a 3 s chunk
+counts for 0.2 s, not for a whole chunk). Files decode and resample in a pool of threads
+(libsndfile and soxr release the GIL), a bounded number of tracks ahead of the model, so
+decoding overlaps inference and memory stays bounded for any number of files.
+"""
+
+import argparse
+import collections
+import concurrent.futures
+import csv
+import dataclasses
+import functools
+import hashlib
+import io
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
+# Decoded tracks waiting for the model, per decoding thread: enough to keep the threads busy
+# while the model runs, few enough that a long list of files never piles up in memory.
+_TRACKS_AHEAD_PER_WORKER = 2
+
+
+# ----------------------------------------------------------------------------------------------
+# Chunks
+
+
+def chunk_starts(num_samples: int, chunk_samples: int, hop_samples: int) -> np.ndarray:
+    """Starts of the chunks that tile a track, `(n_chunks,)` int64.
+
+    Chunk `k` starts at `k * hop_samples`; there are as many as it takes for the last one to
+    reach the end of the track, `1 + ceil((num_samples - chunk_samples) / hop_samples)`, and
+    one for a track no longer than a chunk.
+    """
+    if chunk_samples <= 0 or hop_samples <= 0:
+        raise ValueError(f"chunk_samples and hop_samples must be > 0, got {chunk_samples} and "
+                         f"{hop_samples}")
+    n_chunks = 1 + math.ceil(max(num_samples - chunk_samples, 0) / hop_samples)
+    return np.arange(n_chunks, dtype=np.int64) * hop_samples
+
+
+def chunk_track(samples: np.ndarray, chunk_samples: int,
+                hop_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cuts a track into chunks, zero-padding the end, with each chunk's share of real audio.
+
+    Args:
+      samples: `(num_samples,)` mono audio.
+      chunk_samples: samples per chunk.
+      hop_samples: samples between the starts of consecutive chunks (`chunk_samples` for
+        non-overlapping chunks).
+
+    Returns:
+      `chunks (n_chunks, chunk_samples)` float32 (a read-only view of the padded track) and
+      `weights (n_chunks,)` float32, the fraction of each chunk that is real audio.
+    """
+    samples = np.asarray(samples, np.float32)
+    starts = chunk_starts(len(samples), chunk_samples, hop_samples)
+    real = np.clip(len(samples) - starts, 0, chunk_samples)
+    padding = int(starts[-1]) + chunk_samples - len(samples)
+    if padding > 0:
+        samples = np.pad(samples, (0, padding))
+    chunks = np.lib.stride_tricks.sliding_window_view(samples, chunk_samples)[starts]
+    return chunks, (real / chunk_samples).astype(np.float32)
+
+
+def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """`sum_k w_k v_k / sum_k w_k` over the first axis: `(n, ...)` and `(n,)` -> `(...)`."""
+    weights = np.asarray(weights, np.float64)
+    mean = np.tensordot(weights, np.asarray(values, np.float64), axes=1) / weights.sum()
+    return mean.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackResult:
+    """The tags and embedding of one track.
+
+    Attributes:
+      index: the track's position in the input.
+      source: the file's path, or None for an array.
+      duration: seconds of audio.
+      probabilities: `(num_tags,)` tag probabilities, the weighted mean over the chunks.
+      embedding: `(dim,)` the model's penultimate activation, the weighted mean over the chunks.
+      chunk_probabilities: `(n_chunks, num_tags)` each chunk's tag probabilities.
+      chunk_weights: `(n_chunks,)` the fraction of each chunk that is real audio.
+      chunk_starts: `(n_chunks,)` each chunk's start in seconds.
+    """
+
+    index: int
+    source: str | None
+    duration: float
+    probabilities: np.ndarray
+    embedding: np.ndarray
+    chunk_probabilities: np.ndarray
+    chunk_weights: np.ndarray
+    chunk_starts: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackFailure:
+    """A track that could not be tagged, and why.
+
+    Attributes:
+      index: the track's position in the input.
+      source: the file's path.
+      reason: what went wrong, in words.
+    """
+
+    index: int
+    source: str
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.source}: {self.reason}"
+
+
+def top_tags(probabilities: np.ndarray, tags: Sequence[str], k: int) -> list[tuple[str, float]]:
+    """The `k` most probable tags, `[(tag, probability), ...]`, most probable first (ties in tag
+    order)."""
+    order = np.argsort(-np.asarray(probabilities), kind="stable")[:k]
+    return [(tags[i], float(probabilities[i])) for i in order]
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding files
+
+
+def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """The files that `paths` name: directories searched recursively for audio files
+    (`AUDIO_EXTENSIONS`, any case), in sorted order; other paths kept as given, so a missing or
+    unreadable file is reported when it fails to decode."""
+    files = []
+    for path in map(os.fspath, paths):
+        if not os.path.isdir(path):
+            files.append(path)
+            continue
+        for root, dirs, names in os.walk(path):
+            dirs.sort()
+            files.extend(os.path.join(root, name) for name in sorted(names)
+                         if name.lower().endswith(AUDIO_EXTENSIONS))
+    return files
+
+
+# ----------------------------------------------------------------------------------------------
+# The tagger
+
+
+def _probabilities_and_embedding(module, audio):
+    """`(batch, samples)` -> tag probabilities `(batch, L)` and embeddings `(batch, D)`, sharing
+    the front end and summary."""
+    import jax
+
+    clip = module.clip_vector(audio, train=False)
+    return jax.nn.sigmoid(module.head(clip, train=False)), module.head.embed(clip, train=False)
+
+
+@functools.cache
+def compiled_forward(model):
+    """`forward(variables, audio (B, samples)) -> (probabilities (B, L), embeddings (B, D))`,
+    jitted once per model: equal models (the same run restored twice) share the compilations."""
+    import jax
+
+    return jax.jit(functools.partial(model.apply, method=_probabilities_and_embedding))
+
+
+def model_fingerprint(run_config_json: str, variables) -> str:
+    """A hex digest that identifies a trained model: its config and every variable's bytes.
+
+    Two restores of the same checkpoint give the same fingerprint; another run, or the same run
+    after its best checkpoint moved on, gives another.
+    """
+    import jax
+
+    digest = hashlib.sha256(run_config_json.encode())
+    leaves, _ = jax.tree_util.tree_flatten_with_path(variables)
+    for path, leaf in sorted(leaves, key=lambda item: jax.tree_util.keystr(item[0])):
+        array = np.asarray(leaf)
+        digest.update(f"{jax.tree_util.keystr(path)}:{array.dtype}:{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+class Tagger:
+    """A trained tagger applied to whole tracks: files or arrays of any length.
+
+    Args:
+      model: an unbound `tj.models.TaggingModel`.
+      variables: its variables.
+      tags: the tag names, one per model output.
+      sample_rate: the rate the model was trained at, in Hz.
+      chunk_seconds: the model's chunk length (the run's `crop_seconds`).
+      hop_seconds: seconds between chunk starts; None for `chunk_seconds` (no overlap).
+      batch_size: chunks per model call; every call has this shape, so it compiles once.
+      workers: decoding threads; None for `min(4, cpu count)`.
+      workdir: the training run this model comes from, if any (kept in indexes).
+      model_id: an identifier of the trained model (see `model_fingerprint`).
+
+    Attributes:
+      chunk_samples, hop_samples: the chunk length and hop in samples.
+      embedding_dim: the length of an embedding.
+    """
+
+    def __init__(self, model, variables, *, tags: Sequence[str], sample_rate: int,
+                 chunk_seconds: float, hop_seconds: float | None = None, batch_size: int = 32,
+                 workers: int | None = None, workdir: str | None = None,
+                 model_id: str | None = None):
+        import jax
+
+        hop_seconds = chunk_seconds if hop_seconds is None else hop_seconds
+        if not chunk_seconds > 0 or not hop_seconds > 0:
+            raise ValueError(f"chunk_seconds and hop_seconds must be > 0, got {chunk_seconds} "
+                             f"and {hop_seconds}")
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.model = model
+        self.variables = jax.device_put(variables)
+        self.tags = list(tags)
+        self.sample_rate = int(sample_rate)
+        self.chunk_samples = round(chunk_seconds * self.sample_rate)
+        self.hop_samples = max(1, round(hop_seconds * self.sample_rate))
+        self.batch_size = int(batch_size)
+        self.workers = workers
+        self.workdir = workdir
+        self.model_id = model_id
+        self._forward = compiled_forward(model)
+        probabilities, embedding = jax.eval_shape(
+            self._forward, self.variables,
+            jax.ShapeDtypeStruct((self.batch_size, self.chunk_samples), np.float32))
+        if probabilities.shape[-1] != len(self.tags):
+            raise ValueError(f"the model has {probabilities.shape[-1]} outputs but "
+                             f"{len(self.tags)} tag names were given")
+        self.embedding_dim = int(embedding.shape[-1])
+
+    @classmethod
+    def from_workdir(cls, workdir: str | os.PathLike, *, which: str = "best",
+                     hop_seconds: float | None = None, batch_size: int = 32,
+                     workers: int | None = None) -> "Tagger":
+        """The tagger of a training run's best (or latest) checkpoint.
+
+        Args:
+          workdir: the run's work directory (`python -m tagjax.train --workdir`).
+          which: "best" (by validation ROC-AUC; the latest if there is no best) or "latest".
+          hop_seconds, batch_size, workers: as in `Tagger`.
+
+        Raises:
+          FileNotFoundError: the directory holds no `config.json` or no checkpoint.
+        """
+        from tagjax import train
+
+        workdir = os.path.abspath(os.fspath(workdir))
+        model, variables, run_config = train.restore_model(workdir, which=which)
+        with open(os.path.join(workdir, "config.json")) as f:
+            config_json = json.dumps(json.load(f), sort_keys=True)
+        return cls(model, variables, tags=list(run_config.tags),
+                   sample_rate=run_config.train.sample_rate,
+                   chunk_seconds=run_config.train.crop_seconds, hop_seconds=hop_seconds,
+                   batch_size=batch_size, workers=workers, workdir=workdir,
+                   model_id=model_fingerprint(config_json, variables))
+
+    @property
+    def chunk_seconds(self) -> float:
+        return self.chunk_samples / self.sample_rate
+
+    @property
+    def hop_seconds(self) -> float:
+        return self.hop_samples / self.sample_rate
+
+    # -- whole collections --------------------------------------------------------------------
+
+    def tag(self, tracks, *, sample_rate: int | None = None, progress: bool = False):
+        """Tag probabilities of tracks.
+
+        Args:
+          tracks: a path, a `(samples,)` array, a `(tracks, samples)` array, or a sequence of
+            paths and 1-D arrays. Arrays are mono float audio at `sample_rate`.
+          sample_rate: the rate of the arrays, in Hz; None for the model's `self.sample_rate`
+            (other rates are resampled with soxr, as files are).
+          progress: show a progress bar.
+
+        Returns:
+          `(num_tags,)` for a single path or 1-D array, else `(num_tracks, num_tags)`.
+
+        Raises:
+          tj.data.AudioDecodeError: a file cannot be decoded (the message names it).
+          ValueError: an array is not 1-D, empty, or holds non-finite values.
+        """
+        return self._collect(tracks, "probabilities", sample_rate, progress)
+
+    def embed(self, tracks, *, sample_rate: int | None = None, progress: bool = False):
+        """Track embeddings: the model's penultimate activation, averaged over each track's
+        chunks like `tag`. Arguments and errors as `tag`; returns `(dim,)` or
+        `(num_tracks, dim)`."""
+        return self._collect(tracks, "embedding", sample_rate, progress)
+
+    def _collect(self, tracks, field: str, sample_rate, progress):
+        from tagjax.data import AudioDecodeError
+
+        single = isinstance(tracks, str | os.PathLike) or (
+            isinstance(tracks, np.ndarray) and tracks.ndim == 1)
+        items = [tracks] if single else list(tracks)
+        rows = []
+        for result in self.predict(items, sample_rate=sample_rate, progress=progress):
+            if isinstance(result, TrackFailure):
+                raise AudioDecodeError(result.source, result.reason)
+            rows.append(getattr(result, field))
+        width = len(self.tags) if field == "probabilities" else self.embedding_dim
+        stacked = np.stack(rows) if rows else np.zeros((0, width), np.float32)
+        return stacked[0] if single else stacked
+
+    def predict(self, tracks: Sequence, *, sample_rate: int | None = None,
+                progress: bool | None = False) -> Iterator[TrackResult | TrackFailure]:
+        """Tags and embeds tracks, yielding one result per track, in order, as they finish.
+
+        A file that cannot be decoded yields a `TrackFailure` and the others go on.
+
+        Args:
+          tracks: a sequence of paths and `(samples,)` arrays (at `sample_rate`), or a
+            `(tracks, samples)` array.
+          sample_rate: the rate of the arrays in Hz; None for the model's rate.
+          progress: show a progress bar (None: only on a terminal).
+
+        Yields:
+          `TrackResult` or `TrackFailure`, in the order of `tracks`.
+
+        Raises:
+          ValueError: an array is not 1-D, is empty or holds non-finite values.
+        """
+        import tqdm
+
+        items = [self._checked_array(item, i, sample_rate)
+                 if not isinstance(item, str | os.PathLike) else os.fspath(item)
+                 for i, item in enumerate(tracks)]
+        waiting = collections.deque()  # tracks in input order, until all their chunks are back
+        in_flight = collections.deque()  # dispatched batches whose outputs are not yet read
+        batch, rows = self._new_batch(), []
+        bar = tqdm.tqdm(total=len(items), unit="track", disable=None if progress is None
+                        else not progress, desc="tagging")
+        try:
+            for index, item, decoded in self._decoded(items):
+                if isinstance(decoded, str):
+                    waiting.append(TrackFailure(index, item, decoded))
+                else:
+                    chunks, weights = chunk_track(decoded, self.chunk_samples, self.hop_samples)
+                    track = _PendingTrack(index, item if isinstance(item, str) else None,
+                                          len(decoded) / self.sample_rate, weights,
+                                          len(self.tags), self.embedding_dim, self.hop_seconds)
+                    waiting.append(track)
+                    for k, chunk in enumerate(chunks):
+                        batch[len(rows)] = chunk
+                        rows.append((track, k))
+                        if len(rows) == self.batch_size:
+                            in_flight.append((self._forward(self.variables, batch), rows))
+                            batch, rows = self._new_batch(), []
+                            # Read the previous batch while this one runs.
+                            if len(in_flight) > 1:
+                                _scatter(*in_flight.popleft())
+                yield from _finished(waiting, bar)
+            if rows:
+                in_flight.append((self._forward(self.variables, batch), rows))
+            while in_flight:
+                _scatter(*in_flight.popleft())
+            yield from _finished(waiting, bar)
+        finally:
+            bar.close()
+
+    def _new_batch(self) -> np.ndarray:
+        # A fresh buffer per batch: jit may read a NumPy argument after dispatch returns.
+        return np.zeros((self.batch_size, self.chunk_samples), np.float32)
+
+    def _checked_array(self, array, index: int, sample_rate: int | None) -> np.ndarray:
+        array = np.asarray(array)
+        if array.ndim != 1:
+            raise ValueError(f"track {index}: expected mono audio of shape (samples,), got an "
+                             f"array of shape {array.shape}")
+        if array.size == 0:
+            raise ValueError(f"track {index}: the array is empty")
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ValueError(f"track {index}: expected float audio in [-1, 1], got dtype "
+                             f"{array.dtype}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"track {index}: the audio holds NaN or infinite values")
+        array = array.astype(np.float32)
+        if sample_rate is not None and int(sample_rate) != self.sample_rate:
+            import soxr
+
+            array = soxr.resample(array, int(sample_rate), self.sample_rate,
+                                  quality="HQ").astype(np.float32)
+        return array
+
+    def _decoded(self, items: list) -> Iterator[tuple[int, object, np.ndarray | str]]:
+        """`(index, item, samples or the reason it failed)` in order, decoded ahead in threads."""
+        with concurrent.futures.ThreadPoolExecutor(self.workers,
+                                                   thread_name_prefix="decode") as pool:
+            ahead = collections.deque()
+            try:
+                for index, item in enumerate(items):
+                    ahead.append((index, item, pool.submit(_decode, item, self.sample_rate)))
+                    if len(ahead) > self.workers * _TRACKS_AHEAD_PER_WORKER:
+                        index_, item_, future = ahead.popleft()
+                        yield index_, item_, future.result()
+                while ahead:
+                    index_, item_, future = ahead.popleft()
+                    yield index_, item_, future.result()
+            finally:
+                for *_, future in ahead:
+                    future.cancel()
+
+
+def _decode(item, sample_rate: int) -> np.ndarray | str:
+    """A file's mono samples at `sample_rate`, or why it cannot be decoded; arrays pass."""
+    if isinstance(item, np.ndarray):
+        return item
+    from tagjax.data import AudioDecodeError, load_audio
+
+    try:
+        return load_audio(item, sr=sample_rate, mono=True)
+    except AudioDecodeError as error:
+        return error.reason
+    except Exception as error:  # one file that trips the decoder must not end a long run
+        return f"unexpected {type(error).__name__} while decoding: {error}"
+
+
+class _PendingTrack:
+    """A track whose chunks are in the model: their outputs are filled in as batches return."""
+
+    def __init__(self, index, source, duration, weights, num_tags, dim, hop_seconds):
+        self.index, self.source, self.duration, self.weights = index, source, duration, weights
+        self.hop_seconds = hop_seconds
+        self.probabilities = np.zeros((len(weights), num_tags), np.float32)
+        self.embeddings = np.zeros((len(weights), dim), np.float32)
+        self.remaining = len(weights)
+
+    def result(self) -> TrackResult:
+        return TrackResult(
+            index=self.index, source=self.source, duration=self.duration,
+            probabilities=weighted_mean(self.probabilities, self.weights),
+            embedding=weighted_mean(self.embeddings, self.weights),
+            chunk_probabilities=self.probabilities, chunk_weights=self.weights,
+            chunk_starts=np.arange(len(self.weights)) * self.hop_seconds)
+
+
+def _scatter(outputs, rows) -> None:
+    probabilities, embeddings = (np.asarray(x) for x in outputs)
+    for row, (track, k) in enumerate(rows):
+        track.probabilities[k] = probabilities[row]
+        track.embeddings[k] = embeddings[row]
+        track.remaining -= 1
+
+
+def _finished(waiting: collections.deque, bar) -> Iterator[TrackResult | TrackFailure]:
+    while waiting and (isinstance(waiting[0], TrackFailure) or waiting[0].remaining == 0):
+        entry = waiting.popleft()
+        bar.update(1)
+        yield entry if isinstance(entry, TrackFailure) else entry.result()
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+def format_table(results: Sequence[TrackResult], tags: Sequence[str], top: int) -> str:
+    """One line per track: its path, duration and top tags with their probabilities."""
+    names = [r.source if r.source is not None else f"<array {r.index}>" for r in results]
+    width = max([len("track"), *map(len, names)])
+    lines = [f"{'track':<{width}}  {'length':>6}  top tags"]
+    for name, result in zip(names, results, strict=True):
+        best = "  ".join(f"{tag} {p:.2f}" for tag, p in top_tags(result.probabilities, tags, top))
+        lines.append(f"{name:<{width}}  {_duration(result.duration):>6}  {best}")
+    return "\n".join(lines)
+
+
+def format_json(results: Sequence[TrackResult], tags: Sequence[str], top: int) -> str:
+    """A JSON list: per track its path, duration in seconds and top tags (most probable first)."""
+    return json.dumps([
+        {"path": r.source, "duration": round(r.duration, 3),
+         "tags": [{"tag": tag, "probability": round(p, 6)}
+                  for tag, p in top_tags(r.probabilities, tags, top)]}
+        for r in results], indent=2)
+
+
+def format_csv(results: Sequence[TrackResult], tags: Sequence[str], top: int) -> str:
+    """CSV with a header, one row per track and tag: path, duration, rank, tag, probability."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["path", "duration", "rank", "tag", "probability"])
+    for r in results:
+        for rank, (tag, p) in enumerate(top_tags(r.probabilities, tags, top), start=1):
+            writer.writerow([r.source, f"{r.duration:.3f}", rank, tag, f"{p:.6f}"])
+    return out.getvalue().rstrip("\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, workdir_required: bool) -> None:
+    """The options that load a tagger, shared by `tag`, `index` and `similar`."""
+    parser.add_argument("--workdir", required=workdir_required,
+                        help="the training run's work directory")
+    parser.add_argument("--which", choices=("best", "latest"), default="best",
+                        help="which checkpoint of the run (default: best)")
+    parser.add_argument("--batch-size", type=_positive_int, default=32,
+                        help="chunks per model call (default: 32)")
+    parser.add_argument("--hop", type=_positive_float, default=None, metavar="SECONDS",
+                        help="seconds between chunk starts (default: the chunk length, no "
+                             "overlap)")
+    parser.add_argument("--workers", type=_positive_int, default=None,
+                        help="decoding threads (default: up to 4)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def quiet_logging() -> None:
+    """Orbax logs every restore at INFO through absl; a command line says what matters itself."""
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+
+
+def load_tagger(args, workdir: str) -> Tagger:
+    """The tagger a command line's model options describe, or exit with the reason."""
+    quiet_logging()
+    try:
+        return Tagger.from_workdir(workdir, which=args.which, hop_seconds=args.hop,
+                                   batch_size=args.batch_size, workers=args.workers)
+    except FileNotFoundError as error:
+        raise SystemExit(f"error: {error}") from None
+
+
+def report_failure(failure: TrackFailure) -> None:
+    print(f"error: skipped {failure.message}", file=sys.stderr)
+
+
+def _plot_paths(out: str, results: Sequence[TrackResult]) -> list[str]:
+    """`out` for one track; `OUT-<track name>.png` (numbered when names repeat) for several."""
+    if len(results) == 1:
+        return [out]
+    stem, ext = os.path.splitext(out)
+    paths, seen = [], collections.Counter()
+    for result in results:
+        name = os.path.splitext(os.path.basename(result.source))[0]
+        seen[name] += 1
+        suffix = name if seen[name] == 1 else f"{name}-{seen[name]}"
+        paths.append(f"{stem}-{suffix}{ext or '.png'}")
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tagjax.tag",
+        description="Tag audio files with a trained tagjax run. Prints each track's top tags; "
+                    "files that cannot be decoded are named on stderr and skipped, and the exit "
+                    "status is 1 if any was.")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="audio files, or directories searched recursively for "
+                             + ", ".join(AUDIO_EXTENSIONS))
+    add_model_arguments(parser, workdir_required=True)
+    parser.add_argument("--top", type=_positive_int, default=5, help="tags per track (default 5)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    output.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    parser.add_argument("--plot", metavar="OUT.png",
+                        help="draw each track's log-mel spectrogram and tag probabilities over "
+                             "time (several tracks: OUT-<track name>.png)")
+    args = parser.parse_args(argv)
+
+    files = find_audio_files(args.paths)
+    if not files:
+        print(f"error: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in "
+              f"{', '.join(args.paths)}", file=sys.stderr)
+        return 1
+    tagger = load_tagger(args, args.workdir)
+    results, failures = [], []
+    for result in tagger.predict(files, progress=None):
+        if isinstance(result, TrackFailure):
+            failures.append(result)
+            report_failure(result)
+        else:
+            results.append(result)
+
+    formatter = format_json if args.json else format_csv if args.csv else format_table
+    if results or args.json or args.csv:
+        print(formatter(results, tagger.tags, args.top))
+    if args.plot and results:
+        from tagjax import plot
+
+        for result, out in zip(results, _plot_paths(args.plot, results), strict=True):
+            plot.plot_track(tagger, result, out, top=args.top)
+            print(f"wrote {out}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} of {len(files)} file(s) could not be tagged", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

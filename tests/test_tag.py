@@ -1,0 +1,288 @@
+"""`tj.Tagger` and `python -m tagjax.tag` on the tiny trained run.
+
+The run's accuracy is near chance, so these tests check the mechanics against references
+computed here by other means: chunks cut by explicit slicing, the model applied directly to
+them, soundfile's own decoding, and one track at a time against many tracks in shared batches.
+"""
+
+import csv
+import functools
+import io
+import json
+import os
+
+import jax
+import matplotlib.image
+import numpy as np
+import pytest
+import signals
+import soundfile
+
+import tagjax as tj
+from tagjax import tag as tag_cli
+from tagjax.data import AudioDecodeError
+
+SR = 16000
+CHUNK = SR  # the tiny run's crop_seconds is 1.0
+# Float32 model outputs from differently composed batches agree to rounding (jax's tests use
+# 1e-5 for float32); the averaging itself is done in float64.
+RTOL, ATOL = 1e-5, 1e-6
+
+
+@pytest.fixture(scope="module")
+def taggers(trained_run):
+    """`taggers(hop_seconds=None)`: taggers of the run (restored once; all share one compiled
+    batch shape, as does the command line with `--batch-size 4`)."""
+    restored = tj.Tagger.from_workdir(trained_run, batch_size=4, workers=2)
+
+    @functools.cache
+    def make(hop_seconds=None):
+        if hop_seconds is None:
+            return restored
+        return tj.Tagger(restored.model, restored.variables, tags=restored.tags,
+                         sample_rate=restored.sample_rate, chunk_seconds=restored.chunk_seconds,
+                         hop_seconds=hop_seconds, batch_size=4, workers=2)
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def direct(taggers):
+    """`direct(chunks (n, CHUNK))` -> the model's probabilities and embeddings of each chunk,
+    applied one chunk at a time (one compilation, independent of the tagger's batching)."""
+    tagger = taggers()
+    model = tagger.model
+
+    @jax.jit
+    def one_chunk(chunk):
+        logits = model.apply(tagger.variables, chunk, train=False)
+        embedding = model.apply(tagger.variables, chunk, train=False, method=model.embed)
+        return jax.nn.sigmoid(logits), embedding
+
+    def apply(chunks):
+        outputs = [one_chunk(chunk[None]) for chunk in np.asarray(chunks, np.float32)]
+        return tuple(np.concatenate([np.asarray(o[i], np.float64) for o in outputs])
+                     for i in range(2))
+
+    return apply
+
+
+def _reference_chunks(x: np.ndarray, chunk: int, hop: int):
+    """Chunks and real-audio fractions by explicit slicing, one chunk at a time."""
+    chunks, weights, start = [], [], 0
+    while True:
+        piece = x[start:start + chunk]
+        chunks.append(np.pad(piece, (0, chunk - len(piece))))
+        weights.append(len(piece) / chunk)
+        if start + chunk >= len(x):
+            return np.stack(chunks), np.array(weights)
+        start += hop
+
+
+def _direct(direct, x: np.ndarray, hop: int):
+    """Per-chunk probabilities from the model applied directly to explicitly sliced chunks, and
+    the weighted means of the probabilities and embeddings."""
+    chunks, weights = _reference_chunks(x, CHUNK, hop)
+    probabilities, embeddings = direct(chunks)
+    mean = lambda v: (weights[:, None] * v).sum(0) / weights.sum()  # noqa: E731
+    return probabilities, mean(probabilities), mean(embeddings)
+
+
+@pytest.mark.parametrize("num_samples", [1, 99, 100, 101, 250, 300, 301])
+@pytest.mark.parametrize("hop", [100, 40, 130])
+def test_chunk_track_matches_explicit_slicing(num_samples, hop):
+    x = np.random.default_rng(num_samples).standard_normal(num_samples).astype(np.float32)
+    chunks, weights = tag_cli.chunk_track(x, 100, hop)
+    expected_chunks, expected_weights = _reference_chunks(x, 100, hop)
+    np.testing.assert_array_equal(chunks, expected_chunks)
+    np.testing.assert_allclose(weights, expected_weights, rtol=1e-7)
+    np.testing.assert_array_equal(tag_cli.chunk_starts(num_samples, 100, hop),
+                                  np.arange(len(expected_chunks)) * hop)
+
+
+def test_weighted_mean_is_numpy_average():
+    rng = np.random.default_rng(0)
+    values, weights = rng.random((7, 3, 2)), rng.random(7)
+    np.testing.assert_allclose(tag_cli.weighted_mean(values, weights),
+                               np.average(values, axis=0, weights=weights), rtol=1e-6)
+
+
+@pytest.mark.parametrize("hop_seconds", [None, 0.5])
+@pytest.mark.parametrize("seconds", [0.4, 1.0, 3.3])
+def test_tag_and_embed_equal_weighted_mean_of_direct_chunk_predictions(taggers, direct, seconds,
+                                                                       hop_seconds):
+    tagger = taggers(hop_seconds)
+    x = signals.music_like(SR, seconds, seed=3)
+    hop = CHUNK if hop_seconds is None else round(hop_seconds * SR)
+    chunk_probabilities, probabilities, embedding = _direct(direct, x, hop)
+
+    [result] = tagger.predict([x])
+
+    np.testing.assert_allclose(result.chunk_probabilities, chunk_probabilities, RTOL, ATOL)
+    np.testing.assert_allclose(result.probabilities, probabilities, RTOL, ATOL)
+    np.testing.assert_allclose(result.embedding, embedding, RTOL, ATOL)
+    np.testing.assert_allclose(tagger.tag(x), probabilities, RTOL, ATOL)
+    np.testing.assert_allclose(tagger.embed(x), embedding, RTOL, ATOL)
+    assert result.duration == len(x) / SR
+    np.testing.assert_allclose(result.chunk_starts, np.arange(len(chunk_probabilities)) * hop / SR)
+
+
+def test_short_track_is_the_model_on_the_zero_padded_chunk(taggers, direct):
+    x = signals.harmonic(SR, 0.25)
+    expected, _ = direct(np.pad(x, (0, CHUNK - len(x)))[None])
+    np.testing.assert_allclose(taggers().tag(x), expected[0], RTOL, ATOL)
+
+
+def test_many_tracks_in_shared_batches_equal_one_at_a_time(taggers):
+    tracks = [signals.music_like(SR, s, seed=i) for i, s in enumerate([0.3, 2.5, 1.0, 3.7, 0.9])]
+    one_at_a_time = np.stack([taggers().tag(x) for x in tracks])
+    # 14 chunks in batches of 4: most batches mix chunks of two or three tracks.
+    np.testing.assert_allclose(taggers().tag(tracks), one_at_a_time, RTOL, ATOL)
+    embeddings = taggers().embed(tracks)
+    np.testing.assert_allclose(embeddings, np.stack([taggers().embed(x) for x in tracks]),
+                               RTOL, ATOL)
+
+
+def test_file_and_the_same_samples_as_an_array_agree(taggers, tmp_path):
+    tagger = taggers()
+    x = signals.music_like(SR, 2.2, seed=5)
+    wav = os.fspath(tmp_path / "track.wav")
+    soundfile.write(wav, x, SR, subtype="PCM_16")
+    samples, _ = soundfile.read(wav, dtype="float32")
+    np.testing.assert_allclose(tagger.tag(wav), tagger.tag(samples), RTOL, ATOL)
+
+    # Another rate and two channels: the file is downmixed and resampled by load_audio, the
+    # array by Tagger.tag with sample_rate; both use soxr at librosa's quality.
+    stereo = np.stack([x, 0.5 * x], axis=1)
+    flac = os.fspath(tmp_path / "track.flac")
+    soundfile.write(flac, stereo, SR, subtype="PCM_24")
+    stereo_samples, _ = soundfile.read(flac, dtype="float32")
+    wav_22k = os.fspath(tmp_path / "track22k.wav")
+    soundfile.write(wav_22k, x, 22050, subtype="FLOAT")
+    np.testing.assert_allclose(tagger.tag(flac), tagger.tag(stereo_samples.mean(axis=1)),
+                               RTOL, ATOL)
+    np.testing.assert_allclose(tagger.tag(wav_22k), tagger.tag(x, sample_rate=22050), RTOL, ATOL)
+
+
+def test_input_forms_and_shapes(taggers, tmp_path):
+    tagger = taggers()
+    x = signals.noise(SR, 1.5)
+    path = tmp_path / "noise.wav"
+    soundfile.write(path, x, SR, subtype="FLOAT")
+    num_tags = len(tagger.tags)
+    assert tagger.tag(path).shape == (num_tags,)
+    assert tagger.tag([path, x]).shape == (2, num_tags)
+    assert tagger.tag(np.stack([x, x])).shape == (2, num_tags)
+    assert tagger.tag([]).shape == (0, num_tags)
+    assert tagger.embed([x]).shape == (1, tagger.embedding_dim)
+    # The tiny run's head has 8 hidden units.
+    assert tagger.embedding_dim == 8
+
+
+def test_bad_input_is_named(taggers, tmp_path):
+    tagger = taggers()
+    missing = os.fspath(tmp_path / "missing.mp3")
+    with pytest.raises(AudioDecodeError, match=r"missing\.mp3"):
+        tagger.tag(missing)
+    x = signals.noise(SR, 1.0)
+    with pytest.raises(ValueError, match=r"track 1: .*NaN"):
+        tagger.tag([x, np.full(10, np.nan, np.float32)])
+    with pytest.raises(ValueError, match="track 0: expected mono audio"):
+        tagger.tag([np.stack([x, x])])
+    with pytest.raises(ValueError, match="track 0: expected float audio"):
+        tagger.tag([np.zeros(100, np.int16)])
+    with pytest.raises(ValueError, match="track 0: the array is empty"):
+        tagger.tag([np.zeros(0, np.float32)])
+
+
+def _write_folder(root) -> tuple[list[str], list[str]]:
+    """A folder of good files (several formats, nested) and broken ones; their paths."""
+    os.makedirs(root / "album" / "disc 2")
+    good = {
+        "a.wav": ("WAV", "PCM_16", SR), "album/b.flac": ("FLAC", "PCM_16", 44100),
+        "album/c.ogg": ("OGG", "VORBIS", 44100), "album/disc 2/d.mp3": ("MP3", None, 44100),
+    }
+    for i, (name, (fmt, subtype, sr)) in enumerate(good.items()):
+        x = signals.music_like(sr, 1.2 + 0.8 * i, seed=i)
+        soundfile.write(root / name, x, sr, format=fmt, subtype=subtype)
+    (root / "album" / "notes.wav").write_text("not audio at all\n")
+    (root / "empty.mp3").write_bytes(b"")
+    data = (root / "album" / "b.flac").read_bytes()
+    (root / "album" / "cut.flac").write_bytes(data[: len(data) // 2])
+    (root / "cover.jpg").write_bytes(b"\xff\xd8\xff")  # not an audio extension: not searched
+    broken = ["album/cut.flac", "album/notes.wav", "empty.mp3"]
+    return ([os.fspath(root / name) for name in sorted(good)],
+            [os.fspath(root / name) for name in broken])
+
+
+def test_predict_reports_broken_files_in_place(taggers, tmp_path):
+    good, broken = _write_folder(tmp_path)
+    files = tag_cli.find_audio_files([tmp_path])
+    assert sorted(files) == sorted(good + broken)
+    results = list(taggers().predict(files))
+    assert [r.index for r in results] == list(range(len(files)))
+    failed = {r.source: r.reason for r in results if isinstance(r, tag_cli.TrackFailure)}
+    assert sorted(failed) == sorted(broken)
+    assert "empty" in failed[os.fspath(tmp_path / "empty.mp3")]
+
+
+def test_command_line_tags_a_folder_and_names_broken_files(trained_run, taggers, tmp_path,
+                                                           capsys):
+    good, broken = _write_folder(tmp_path / "music")
+    status = tag_cli.main([os.fspath(tmp_path / "music"), "--workdir", trained_run, "--json",
+                           "--top", "3", "--batch-size", "4"])
+    out, err = capsys.readouterr()
+    assert status == 1
+    listed = json.loads(out)
+    assert [track["path"] for track in listed] == sorted(good)
+    for path in broken:
+        assert path in err
+    expected = taggers().tag(good)
+    for track, probabilities in zip(listed, expected, strict=True):
+        assert [t["tag"] for t in track["tags"]] == [
+            tag for tag, _ in tag_cli.top_tags(probabilities, taggers().tags, 3)]
+        np.testing.assert_allclose([t["probability"] for t in track["tags"]],
+                                   np.sort(probabilities)[::-1][:3], atol=1e-5)
+
+
+def test_command_line_csv_table_and_plot(trained_run, taggers, tmp_path, capsys, monkeypatch):
+    # The restore is tested above; here the fixture's tagger saves two restores.
+    monkeypatch.setattr(tag_cli.Tagger, "from_workdir", staticmethod(lambda *_, **__: taggers()))
+    good, _ = _write_folder(tmp_path / "music")
+    assert tag_cli.main([*good, "--workdir", trained_run, "--csv", "--top", "2",
+                         "--batch-size", "4"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["path"], r["rank"]) for r in rows] == [(p, str(k)) for p in good for k in (1, 2)]
+
+    plot = os.fspath(tmp_path / "plot.png")
+    assert tag_cli.main([good[-1], "--workdir", trained_run, "--plot", plot,
+                         "--batch-size", "4"]) == 0
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[0].split() == ["track", "length", "top", "tags"]
+    assert out.splitlines()[1].startswith(good[-1])
+    image = matplotlib.image.imread(plot)
+    assert image.ndim == 3 and image.shape[0] == 600 and image.std() > 0.05
+
+
+def test_command_line_with_nothing_to_tag(trained_run, tmp_path, capsys):
+    assert tag_cli.main([os.fspath(tmp_path), "--workdir", trained_run]) == 1
+    assert "no audio files" in capsys.readouterr().err
+
+
+def test_chunk_edges_cover_each_chunk():
+    from tagjax import plot
+
+    np.testing.assert_allclose(plot.chunk_edges(3, 3.0, 3.0), [0.0, 3.0, 6.0, 9.0])
+    np.testing.assert_allclose(plot.chunk_edges(3, 3.0, 1.0), [1.0, 2.0, 3.0, 4.0])
+
+
+def test_model_fingerprint_identifies_the_weights(taggers):
+    copied = jax.tree_util.tree_map(np.array, taggers().variables)
+    assert tag_cli.model_fingerprint("{}", copied) == tag_cli.model_fingerprint(
+        "{}", taggers().variables)
+    assert tag_cli.model_fingerprint("{}", copied) != tag_cli.model_fingerprint("{ }", copied)
+    changed = jax.tree_util.tree_map(lambda a: a, taggers().variables)
+    changed["params"]["head"] = jax.tree_util.tree_map(lambda a: a + 1e-3,
+                                                       changed["params"]["head"])
+    assert tag_cli.model_fingerprint("{}", changed) != tag_cli.model_fingerprint(
+        "{}", taggers().variables)
