@@ -321,8 +321,8 @@ _STYLES: tuple[_Style, ...] = (
         ensembles=(
             _Ensemble(1.0, (
                 _Part((29, 30), ("power",), 52),
-                _Part((33, 34, 32), ("root8",), 38),
-                _Part((0, 8, 16, 16, 32), ("kit",)),
+                _Part((33, 34, 32, 35, 38), ("root8",), 38),
+                _Part((0, 8, 16, 16, 24, 32), ("kit",)),
             ), colors=(
                 _Part((29, 30, 27), ("melody pentatonic",), 68),  # lead guitar
                 _Part((16, 18), ("block",), 60),
@@ -359,15 +359,15 @@ _STYLES: tuple[_Style, ...] = (
         modes=("major", "minor"),
         ensembles=(
             _Ensemble(1.0, (  # keyboard band
-                _Part((0, 1, 2, 4, 5), ("block",), 60),
+                _Part((0, 1, 2, 4, 5, 16, 17), ("block",), 60),
                 _Part((*_BASSES, *_SYNTH_BASSES), ("root8",), 38),
-                _Part((0, 8, 24, 25, 40, 32), ("kit",), probability=0.85),
+                _Part((0, 8, 16, 24, 25, 40, 32), ("kit",), probability=0.85),
             ), colors=(*_LEAD_COLORS, *_PAD_COLORS, _SITAR_COLOR), n_colors=(1, 2),
                 grooves=("pop", "pop", "four on the floor")),
             _Ensemble(1.0, (  # guitar band
-                _Part((25, 24, 27, 29), ("strum",), 57),
+                _Part((25, 24, 26, 27, 29), ("strum",), 57),
                 _Part((*_BASSES, *_SYNTH_BASSES), ("root",), 38),
-                _Part((0, 8, 40, 32, 16), ("kit",), probability=0.85),
+                _Part((0, 8, 16, 24, 25, 40, 32), ("kit",), probability=0.85),
             ), colors=(*_LEAD_COLORS, *_PAD_COLORS, *_KEYS_COLORS[:4]), n_colors=(1, 2),
                 grooves=("pop", "pop", "four on the floor")),
         ),
@@ -380,9 +380,9 @@ _STYLES: tuple[_Style, ...] = (
         quantised=True,
         ensembles=(
             _Ensemble(1.0, (
-                _Part((*_SYNTH_BASSES, 33), ("offbeat",), 36),
-                _Part(_SYNTH_LEADS, ("arpeggio16",), 64),
-                _Part((24, 25, 24, 25, 0), ("kit",)),
+                _Part((*_SYNTH_BASSES, 33, 34, 35), ("offbeat",), 36),
+                _Part((*_SYNTH_LEADS, 4, 5, 16, 17), ("arpeggio16",), 64),
+                _Part((24, 25, 0, 8, 16), ("kit",)),
             ), colors=(
                 _Part(_SYNTH_PADS, ("sustain",), 60),
                 _Part(_UNTAGGED_BELLS, ("riff",), 74),
@@ -399,9 +399,9 @@ _STYLES: tuple[_Style, ...] = (
         quantised=True,
         ensembles=(
             _Ensemble(1.0, (
-                _Part((0, 1, 4, 17, *_SYNTH_LEADS), ("stabs",), 62),
-                _Part((*_SYNTH_BASSES, 33, 34), ("offbeat",), 38),
-                _Part((24, 25, 0, 8), ("kit",)),
+                _Part((0, 1, 4, 5, 16, 17, 18, 27, *_SYNTH_LEADS), ("stabs",), 62),
+                _Part((*_SYNTH_BASSES, 32, 33, 34, 35), ("offbeat",), 38),
+                _Part((24, 25, 0, 8, 16, 32), ("kit",)),
             ), colors=(
                 _Part((48, 49), ("sustain",), 66),
                 _Part(_SYNTH_PADS, ("sustain",), 62),
@@ -419,9 +419,9 @@ _STYLES: tuple[_Style, ...] = (
         quantised=True,
         ensembles=(
             _Ensemble(1.0, (
-                _Part((*_SYNTH_PADS, 4, 5), ("sustain",), 60),
-                _Part((*_SYNTH_BASSES, 33, 35), ("root",), 38),
-                _Part((24, 25, 0, 8, 16), ("kit",), probability=0.85),
+                _Part((*_SYNTH_PADS, 4, 5, 16, 48, 52), ("sustain",), 60),
+                _Part((*_SYNTH_BASSES, 32, 33, 35), ("root",), 38),
+                _Part((24, 25, 0, 8, 16, 32, 40), ("kit",), probability=0.85),
             ), colors=(
                 _Part(_SYNTH_LEADS, ("melody",), 70),
                 _Part(_UNTAGGED_BELLS, ("arpeggio",), 76),
@@ -508,9 +508,9 @@ _STYLES: tuple[_Style, ...] = (
         beats_per_bar=(4, 4, 3),
         ensembles=(
             _Ensemble(1.0, (
-                _Part((25,), ("strum",), 57),
-                _Part((32, 33), ("root fifth",), 40),
-                _Part((0, 8, 40, 32), ("kit",), probability=0.85),
+                _Part((25, 24, 26, 27), ("strum",), 57),
+                _Part((32, 33, 34, 35), ("root fifth",), 40),
+                _Part((0, 8, 16, 24, 40, 32), ("kit",), probability=0.85),
             ), colors=(
                 _Part((110, 40), ("melody fast",), 74),  # fiddle
                 _Part((105,), ("arpeggio16",), 64),  # banjo
@@ -529,9 +529,9 @@ _STYLES: tuple[_Style, ...] = (
         swing=True,
         ensembles=(
             _Ensemble(1.0, (
-                _Part((0, 1, 4, 26, 11, 16), ("comp",), 60),
-                _Part((32, 33, 35), ("walking",), 40),
-                _Part((32, 40, 0, 8), ("kit",), probability=0.9),
+                _Part((0, 1, 4, 5, 16, 17, 26, 27, 11), ("comp",), 60),
+                _Part((32, 33, 34, 35), ("walking",), 40),
+                _Part((32, 40, 0, 8, 16), ("kit",), probability=0.9),
             ), colors=(
                 _Part((64, 65, 66, 56, 71), ("melody",), 70),  # saxophones, trumpet, clarinet
                 _Part((73,), ("melody",), 74),
@@ -936,10 +936,10 @@ def compose(seed: int, seconds: float = CLIP_SECONDS) -> tuple[pretty_midi.Prett
                     pretty_midi.Note(note_velocity, pitch, float(start), float(end))
                 )
         # Channel volume carries the mix level and the clip's dynamic level (40 log10 law);
-        # colours sit up to 6 dB further back in the mix than the core.
+        # colours sit up to 3 dB further back in the mix than the core.
         part_db = clip_db + float(rng.uniform(*part.level_db))
         if part in colors:
-            part_db -= float(rng.uniform(0.0, 6.0))
+            part_db -= float(rng.uniform(0.0, 3.0))
         volume = int(np.clip(round(127 * 10 ** (part_db / 40)), 1, 127))
         instrument.control_changes.append(pretty_midi.ControlChange(7, volume, 0.0))
         midi.instruments.append(instrument)
