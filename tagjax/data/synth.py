@@ -381,7 +381,7 @@ _STYLES: tuple[_Style, ...] = (
         ensembles=(
             _Ensemble(1.0, (
                 _Part((*_SYNTH_BASSES, 33, 34, 35), ("offbeat",), 36),
-                _Part((*_SYNTH_LEADS, 4, 5, 16, 17), ("arpeggio16",), 64),
+                _Part(_SYNTH_LEADS, ("arpeggio16",), 64),
                 _Part((24, 25, 0, 8, 16), ("kit",)),
             ), colors=(
                 _Part(_SYNTH_PADS, ("sustain",), 60),
