@@ -528,23 +528,23 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, workdir_required: bo
                         help="the training run's work directory")
     parser.add_argument("--which", choices=("best", "latest"), default="best",
                         help="which checkpoint of the run (default: best)")
-    parser.add_argument("--batch-size", type=_positive_int, default=32,
+    parser.add_argument("--batch-size", type=positive_int, default=32,
                         help="chunks per model call (default: 32)")
-    parser.add_argument("--hop", type=_positive_float, default=None, metavar="SECONDS",
+    parser.add_argument("--hop", type=positive_float, default=None, metavar="SECONDS",
                         help="seconds between chunk starts (default: the chunk length, no "
                              "overlap)")
-    parser.add_argument("--workers", type=_positive_int, default=None,
+    parser.add_argument("--workers", type=positive_int, default=None,
                         help="decoding threads (default: up to 4)")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
@@ -596,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="audio files, or directories searched recursively for "
                              + ", ".join(AUDIO_EXTENSIONS))
     add_model_arguments(parser, workdir_required=True)
-    parser.add_argument("--top", type=_positive_int, default=5, help="tags per track (default 5)")
+    parser.add_argument("--top", type=positive_int, default=5, help="tags per track (default 5)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON instead of a table")
     output.add_argument("--csv", action="store_true", help="print CSV instead of a table")

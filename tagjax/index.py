@@ -1,0 +1,285 @@
+"""An index of a music collection: every track's embedding and tag probabilities, in one file.
+
+    python -m tagjax.index PATH... --workdir RUN --out INDEX.npz [--batch-size N] [--hop S]
+
+The index is a NumPy `.npz` archive readable with `np.load(path, allow_pickle=False)`:
+
+    paths          (N,)   str      absolute paths of the tracks
+    sizes          (N,)   int64    file sizes in bytes when embedded
+    mtimes_ns      (N,)   int64    modification times (ns) when embedded
+    durations      (N,)   float32  seconds of audio
+    embeddings     (N, D) float32  the model's penultimate activation, averaged over chunks
+    probabilities  (N, L) float32  tag probabilities
+    tags           (L,)   str      tag names
+    model_id       ()     str      fingerprint of the model (config and weights)
+    workdir        ()     str      the training run's work directory
+    hop_seconds    ()     float64  seconds between chunk starts
+    format_version ()     int64
+
+Running the command again on an existing index extends it: files already indexed with the same
+path, size and modification time are skipped, changed files are embedded again in place, new
+files are appended. An index only grows with the model that built it: another model (or the
+same run after its best checkpoint changed) is refused, since embeddings of different models
+are not comparable.
+"""
+
+import argparse
+import dataclasses
+import os
+import pickle
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from tagjax import tag as tagging
+
+FORMAT_VERSION = 1
+_FIELDS = ("paths", "sizes", "mtimes_ns", "durations", "embeddings", "probabilities", "tags",
+           "model_id", "workdir", "hop_seconds", "format_version")
+
+
+class IndexMismatchError(ValueError):
+    """An index and a tagger that do not belong together (another model or chunk hop)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackIndex:
+    """Embeddings and tag probabilities of `N` tracks, with what identifies the model.
+
+    Attributes:
+      paths: `(N,)` str, absolute paths.
+      sizes: `(N,)` int64, file sizes in bytes when the tracks were embedded.
+      mtimes_ns: `(N,)` int64, modification times in nanoseconds then.
+      durations: `(N,)` float32, seconds.
+      embeddings: `(N, D)` float32.
+      probabilities: `(N, L)` float32.
+      tags: `(L,)` str, the tag names.
+      model_id: the model's fingerprint (`tj.tag.model_fingerprint`).
+      workdir: the training run's work directory.
+      hop_seconds: seconds between chunk starts used for every track.
+    """
+
+    paths: np.ndarray
+    sizes: np.ndarray
+    mtimes_ns: np.ndarray
+    durations: np.ndarray
+    embeddings: np.ndarray
+    probabilities: np.ndarray
+    tags: np.ndarray
+    model_id: str
+    workdir: str
+    hop_seconds: float
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @classmethod
+    def empty(cls, tagger: tagging.Tagger) -> "TrackIndex":
+        """An index with no tracks, for `tagger`'s model."""
+        return cls(paths=np.zeros(0, "U1"), sizes=np.zeros(0, np.int64),
+                   mtimes_ns=np.zeros(0, np.int64), durations=np.zeros(0, np.float32),
+                   embeddings=np.zeros((0, tagger.embedding_dim), np.float32),
+                   probabilities=np.zeros((0, len(tagger.tags)), np.float32),
+                   tags=np.asarray(tagger.tags, str), model_id=tagger.model_id or "",
+                   workdir=tagger.workdir or "", hop_seconds=tagger.hop_seconds)
+
+    def position(self, path: str | os.PathLike) -> int | None:
+        """The row of `path` (made absolute), or None if it is not in the index."""
+        rows = np.flatnonzero(self.paths == os.path.abspath(path))
+        return int(rows[0]) if len(rows) else None
+
+    def is_current(self, row: int) -> bool:
+        """Whether the file of `row` still has the size and modification time it had when it
+        was embedded."""
+        try:
+            size, mtime_ns = file_stamp(str(self.paths[row]))
+        except OSError:
+            return False
+        return size == self.sizes[row] and mtime_ns == self.mtimes_ns[row]
+
+    def check_compatible(self, tagger: tagging.Tagger) -> None:
+        """Raises `IndexMismatchError` unless `tagger` is the model and hop of this index."""
+        if tagger.model_id != self.model_id:
+            raise IndexMismatchError(
+                f"the index was built with model {self.model_id} (work directory "
+                f"{self.workdir}), but {tagger.workdir} is model {tagger.model_id}: embeddings "
+                f"of different models cannot be compared; build a new index for this model")
+        if not np.isclose(tagger.hop_seconds, self.hop_seconds):
+            raise IndexMismatchError(
+                f"the index was built with chunks every {self.hop_seconds} s, not "
+                f"{tagger.hop_seconds} s: pass --hop {self.hop_seconds} or build a new index")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the index to `path` atomically (a whole new file replaces the old one)."""
+        path = os.fspath(path)
+        arrays = {field: getattr(self, field) for field in _FIELDS[:-1]}
+        arrays["paths"] = np.asarray(self.paths, str)
+        arrays["tags"] = np.asarray(self.tags, str)
+        arrays["format_version"] = np.int64(FORMAT_VERSION)
+        directory = os.path.dirname(os.path.abspath(path))
+        with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz.tmp", delete=False) as f:
+            temporary = f.name
+            np.savez(f, **arrays)
+        os.replace(temporary, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrackIndex":
+        """Reads an index written by `save`.
+
+        Raises:
+          FileNotFoundError: no such file.
+          ValueError: the file is not a tagjax index (the message names it and what is wrong).
+        """
+        path = os.fspath(path)
+        try:
+            archive = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
+            raise ValueError(f"{path}: not a readable tagjax index ({error})") from error
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path}: not a tagjax index (a single array, not an .npz archive)")
+        with archive:
+            missing = [field for field in _FIELDS if field not in archive.files]
+            if missing:
+                raise ValueError(f"{path}: not a tagjax index (it lacks {', '.join(missing)})")
+            arrays = {field: archive[field] for field in _FIELDS}
+        if int(arrays.pop("format_version")) != FORMAT_VERSION:
+            raise ValueError(f"{path}: index format version is not {FORMAT_VERSION}")
+        index = cls(**{field: arrays[field] for field in ("paths", "sizes", "mtimes_ns",
+                                                          "durations", "embeddings",
+                                                          "probabilities", "tags")},
+                    model_id=str(arrays["model_id"]), workdir=str(arrays["workdir"]),
+                    hop_seconds=float(arrays["hop_seconds"]))
+        n = len(index.paths)
+        if (index.embeddings.ndim != 2 or index.probabilities.shape != (n, len(index.tags))
+                or any(len(a) != n for a in (index.sizes, index.mtimes_ns, index.durations,
+                                             index.embeddings))):
+            raise ValueError(f"{path}: the index's arrays disagree in their number of tracks")
+        return index
+
+    def updated(self, rows: Sequence[dict]) -> "TrackIndex":
+        """A new index with `rows` (dicts of one track's fields) replacing the tracks with the
+        same paths in place, and the others appended in order."""
+        columns = {field: list(getattr(self, field)) for field in _FIELDS[:6]}
+        where = {str(path): row for row, path in enumerate(self.paths)}
+        for track in rows:
+            row = where.get(track["paths"])
+            if row is None:
+                where[track["paths"]] = len(columns["paths"])
+                for field in columns:
+                    columns[field].append(track[field])
+            else:
+                for field in columns:
+                    columns[field][row] = track[field]
+        dtypes = {"sizes": np.int64, "mtimes_ns": np.int64, "durations": np.float32,
+                  "embeddings": np.float32, "probabilities": np.float32}
+        arrays = {"paths": np.asarray(columns["paths"], str).reshape(-1)}
+        for field, dtype in dtypes.items():
+            like = getattr(self, field)
+            arrays[field] = np.asarray(columns[field], dtype).reshape(-1, *like.shape[1:])
+        return dataclasses.replace(self, **arrays)
+
+
+def file_stamp(path: str) -> tuple[int, int]:
+    """`(size in bytes, modification time in ns)` of a file."""
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
+def build_index(tagger: tagging.Tagger, paths: Iterable[str | os.PathLike],
+                index: TrackIndex | None = None, *, progress: bool | None = False,
+                on_failure=None) -> tuple[TrackIndex, dict]:
+    """Embeds the files of `paths` that `index` lacks or holds in an older version.
+
+    Args:
+      tagger: the model; it must be the index's model (`TrackIndex.check_compatible`).
+      paths: audio files (made absolute); duplicates are embedded once.
+      index: the index to extend, or None to start a new one.
+      progress: show a progress bar (None: only on a terminal).
+      on_failure: called with each `TrackFailure` as it happens.
+
+    Returns:
+      The new index and counts `{"added", "updated", "unchanged", "failed"}`.
+
+    Raises:
+      IndexMismatchError: `tagger` is not the index's model or hop.
+    """
+    index = TrackIndex.empty(tagger) if index is None else index
+    index.check_compatible(tagger)
+    known = {str(path): row for row, path in enumerate(index.paths)}
+    todo, stamps, counts = [], {}, {"added": 0, "updated": 0, "unchanged": 0, "failed": 0}
+    for path in dict.fromkeys(os.path.abspath(p) for p in paths):
+        row = known.get(path)
+        if row is not None and index.is_current(row):
+            counts["unchanged"] += 1
+            continue
+        try:
+            # Stamped before decoding: a file that changes meanwhile is embedded again next time.
+            stamps[path] = file_stamp(path)
+        except OSError:
+            stamps[path] = (-1, -1)
+        todo.append(path)
+    rows = []
+    for result in tagger.predict(todo, progress=progress):
+        if isinstance(result, tagging.TrackFailure):
+            counts["failed"] += 1
+            if on_failure is not None:
+                on_failure(result)
+            continue
+        counts["updated" if result.source in known else "added"] += 1
+        size, mtime_ns = stamps[result.source]
+        rows.append({"paths": result.source, "sizes": size, "mtimes_ns": mtime_ns,
+                     "durations": result.duration, "embeddings": result.embedding,
+                     "probabilities": result.probabilities})
+    return index.updated(rows), counts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tagjax.index",
+        description="Embed audio files into an index for `python -m tagjax.similar`. An "
+                    "existing index is extended: unchanged files are skipped. Files that cannot "
+                    "be decoded are named on stderr and skipped; the exit status is 1 if any "
+                    "was.")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="audio files, or directories searched recursively for "
+                             + ", ".join(tagging.AUDIO_EXTENSIONS))
+    parser.add_argument("--out", required=True, metavar="INDEX",
+                        help="the index file (.npz) to create or extend")
+    tagging.add_model_arguments(parser, workdir_required=False)
+    args = parser.parse_args(argv)
+
+    index = None
+    if os.path.exists(args.out):
+        try:
+            index = TrackIndex.load(args.out)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
+        if args.hop is None:
+            args.hop = index.hop_seconds
+    workdir = args.workdir or (index.workdir if index is not None else None)
+    if workdir is None:
+        parser.error("--workdir is required to create a new index")
+    files = tagging.find_audio_files(args.paths)
+    if not files:
+        print(f"error: no audio files ({', '.join(tagging.AUDIO_EXTENSIONS)}) in "
+              f"{', '.join(args.paths)}", file=sys.stderr)
+        return 1
+    tagger = tagging.load_tagger(args, workdir)
+    try:
+        index, counts = build_index(tagger, files, index, progress=None,
+                                    on_failure=tagging.report_failure)
+    except IndexMismatchError as error:
+        raise SystemExit(f"error: {args.out}: {error}") from None
+    index.save(args.out)
+    print(f"{args.out}: {len(index)} tracks ({counts['added']} added, {counts['updated']} "
+          f"updated, {counts['unchanged']} unchanged, {counts['failed']} failed)")
+    return 1 if counts["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
