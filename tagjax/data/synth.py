@@ -1,10 +1,11 @@
 """The embedded default data set `synth`: music composed with pretty_midi, rendered by SoundFont.
 
 Each clip is drawn from a style template (classical, rock, metal, pop, techno, dance, electronic,
-ambient, new age, indian, country, jazz) that picks an ensemble of General MIDI instruments,
-playing patterns, a tempo band and a dynamic level; key, mode, tempo within its band, chord
-progression, voicing, velocities, mix levels and untagged accompaniment are random. The tags follow
-from those choices, so they co-occur the way real tags do (`metal` with `rock`, `guitar`, `loud`):
+ambient, new age, indian, country, jazz) that picks an ensemble of General MIDI instruments (a
+core and a few "colours" from pools the styles share), playing patterns, a drum groove, a tempo
+band and a dynamic level; key, mode, tempo within its band, chord progression, voicing,
+velocities, mix levels and untagged accompaniment are random. The tags follow from those choices,
+so they co-occur the way real tags do (`metal` with `rock`, `guitar`, `loud`):
 
 - instruments, from the General MIDI program of every part (`_PROGRAM_TAGS`); `drums` when a drum
   kit plays (hand percussion alone is untagged);
@@ -15,7 +16,9 @@ from those choices, so they co-occur the way real tags do (`metal` with `rock`, 
 - `beat` for a four-on-the-floor kick, `solo` for a single instrument playing alone.
 
 Every part plays through the whole clip, so each tag can be heard in any crop of a few seconds.
-The renderer is `midirenderer` (SoundFont bytes + MIDI bytes -> 48 kHz WAV, no system library)
+`make_clip` passes the rendering through a random recording chain (noise floor, band limits, a
+broad boost or cut), so that the average spectrum is not a fingerprint of the ensemble. The
+renderer is `midirenderer` (SoundFont bytes + MIDI bytes -> 48 kHz WAV, no system library)
 behind `_synthesize`, which another renderer can replace.
 """
 
