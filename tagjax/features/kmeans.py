@@ -118,15 +118,31 @@ def _nearest_in_blocks(blocks: jax.Array, centroids: jax.Array):
     return labels.reshape(-1), best.reshape(-1)
 
 
+def _two_nearest(block: jax.Array, centroids: jax.Array):
+    """Nearest and second-nearest centroid scores of one `(chunk, dim)` block of frames.
+
+    Returns:
+      `(chunk,)` int32 labels and the two smallest `|c|^2 - 2 x.c` (squared distances minus
+      `|x|^2`) per frame.
+    """
+    k = centroids.shape[0]
+    scores = jnp.sum(centroids * centroids, axis=1)[:, None] + _dot(-2 * centroids, block)
+    best = jnp.min(scores, axis=0)
+    index = lax.broadcasted_iota(jnp.int32, scores.shape, 0)
+    labels = jnp.min(jnp.where(scores <= best, index, k), axis=0)
+    second = jnp.min(jnp.where(index == labels, jnp.inf, scores), axis=0)
+    return labels, best, second
+
+
 def nearest_centroids(X: jax.Array, centroids: jax.Array, chunk_size: int):
     """Labels `(n,)` and squared distances `(n,)` of frames `(n, dim)` to the nearest centroid."""
     # Distances are translation invariant; centring on the centroids keeps |x|^2 small.
     shift = jnp.mean(centroids, axis=0)
     X = X - shift
     centroids = centroids - shift
-    n = X.shape[0]
-    labels, best = _nearest_in_blocks(_to_blocks(X, chunk_size), centroids)
-    return labels[:n], jnp.maximum(jnp.sum(X * X, axis=1) + best[:n], 0)
+    labels = _nearest_in_blocks(_to_blocks(X, chunk_size), centroids)[0][: X.shape[0]]
+    # The distance itself by direct difference: the expansion's rounding would bias sums of it.
+    return labels, jnp.sum((X - centroids[labels]) ** 2, axis=1)
 
 
 def check_model_input(km, X, name: str = "X") -> None:
@@ -269,8 +285,152 @@ def _relocate_empty(X, labels, distances, sums, counts):
     return jnp.where(empty[:, None], frame, sums), jnp.where(empty, 1, counts)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "init", "n_local_trials", "chunk_size"))
-def _kmeans_fit(key, X, initial_centroids, k, n_iter, tol, init, n_local_trials, chunk_size):
+# Relative rounding of a float32 squared distance computed as |x|^2 - 2 x.c + |c|^2, as a
+# multiple of eps * (|x|^2 + |c|^2): Hamerly's bounds are widened by this much so that float32
+# rounding never lets a frame skip a centroid that is nearer.
+_EXPANSION_SLACK = 8 * float(np.finfo(np.float32).eps)
+# Relative rounding of a directly computed distance |x - c| (and of the centroid shifts).
+_DIRECT_SLACK = 1e-5
+
+
+def _lloyd(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
+    """Plain Lloyd: every frame against every centroid, every iteration."""
+
+    def lloyd_step(state):
+        i, centroids, previous_labels, _ = state
+        labels, best = _nearest_in_blocks(blocks, centroids)
+        labels = jnp.where(valid, labels, k)  # out of range: dropped by segment_sum
+        distances = jnp.where(valid, x_sq + best, -jnp.inf)
+        new_centroids = _update_centroids(frames, labels, lambda: distances, centroids)
+        shift = jnp.sum((new_centroids - centroids) ** 2)
+        converged = jnp.all(labels == previous_labels) | (shift <= tolerance)
+        return i + 1, new_centroids, labels, converged
+
+    def keep_going(state):
+        i, _, _, converged = state
+        return (i < n_iter) & ~converged
+
+    no_labels = jnp.full(frames.shape[:1], -1, jnp.int32)
+    initial = (jnp.int32(0), centroids, no_labels, jnp.bool_(False))
+    n_done, centroids, _, _ = lax.while_loop(keep_going, lloyd_step, initial)
+    labels = jnp.where(valid, _nearest_in_blocks(blocks, centroids)[0], k)
+    inertia = jnp.sum(jnp.maximum(_own_squared_distances(frames, valid, centroids, labels), 0))
+    return centroids, inertia, n_done
+
+
+def _own_squared_distances(frames, valid, centroids, labels):
+    """Squared distance of each frame to its labelled centroid (-inf for padding rows)."""
+    own = centroids[jnp.minimum(labels, centroids.shape[0] - 1)]
+    return jnp.where(valid, jnp.sum((frames - own) ** 2, axis=1), -jnp.inf)
+
+
+def _update_centroids(frames, labels, own_distances, centroids):
+    """Cluster means of the labelled frames, empty clusters relocated (as scikit-learn)."""
+    k = centroids.shape[0]
+    sums = jax.ops.segment_sum(frames, labels, k)
+    counts = jax.ops.segment_sum(jnp.ones(frames.shape[:1], frames.dtype), labels, k)
+    sums, counts = lax.cond(
+        jnp.any(counts == 0),
+        lambda: _relocate_empty(frames, labels, own_distances(), sums, counts),
+        lambda: (sums, counts),
+    )
+    return jnp.where(counts[:, None] > 0, sums / counts[:, None], centroids)
+
+
+def _hamerly(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
+    """Lloyd's iterations with Hamerly's bounds: the same centroids, fewer distances.
+
+    Each frame keeps an upper bound on the distance to its centroid and a lower bound on the
+    distance to every other one. After the centroids move, the bounds move by at most the
+    shifts; a frame whose upper bound stays below both its lower bound and half the distance
+    from its centroid to the nearest other centroid cannot change cluster and is skipped. Only
+    the other frames, gathered into blocks, are compared with all k centroids.
+    """
+    chunk_size = blocks.shape[1]
+    n_padded = frames.shape[0]
+
+    def slack(centroids):
+        return _EXPANSION_SLACK * (x_sq + jnp.max(jnp.sum(centroids * centroids, axis=1)))
+
+    def bounds_from_scores(x_sq, best, second, slack):
+        upper = jnp.sqrt(jnp.maximum(x_sq + best, 0) + slack)
+        lower = jnp.sqrt(jnp.maximum(x_sq + second - slack, 0))
+        return upper, lower
+
+    labels, best, second = lax.map(lambda block: _two_nearest(block, centroids), blocks)
+    labels = jnp.where(valid, labels.reshape(-1), k)
+    upper, lower = bounds_from_scores(x_sq, best.reshape(-1), second.reshape(-1), slack(centroids))
+
+    def own_distances(centroids, labels):
+        return _own_squared_distances(frames, valid, centroids, labels)
+
+    def reassign(centroids, new_centroids, labels, upper, lower):
+        shifts = jnp.sqrt(jnp.sum((new_centroids - centroids) ** 2, axis=1)) * (1 + _DIRECT_SLACK)
+        farthest = jnp.argmax(shifts)
+        others = jnp.max(jnp.where(jnp.arange(k) == farthest, 0, shifts))
+        own = jnp.minimum(labels, k - 1)
+        upper = upper + shifts[own]
+        lower = lower - jnp.where(own == farthest, others, shifts[farthest])
+        c_sq = jnp.sum(new_centroids * new_centroids, axis=1)
+        separation = c_sq[:, None] + c_sq[None, :] - 2 * _dot(new_centroids, new_centroids)
+        separation = separation - _EXPANSION_SLACK * 2 * jnp.max(c_sq)
+        separation = jnp.where(jnp.eye(k, dtype=bool), jnp.inf, separation)
+        half_gap = 0.5 * jnp.sqrt(jnp.maximum(jnp.min(separation, axis=1), 0))
+        bound = jnp.maximum(half_gap[own], lower)
+        candidate = valid & (upper > bound)
+        # Tighten the upper bound to the exact distance before comparing with all centroids.
+        exact = jnp.sqrt(jnp.maximum(own_distances(new_centroids, labels), 0))
+        upper = jnp.where(candidate, exact * (1 + _DIRECT_SLACK), upper)
+        needed = candidate & (upper > bound)
+        n_needed = jnp.sum(needed)
+        rows = jnp.nonzero(needed, size=n_padded + chunk_size, fill_value=n_padded)[0]
+        frame_slack = slack(new_centroids)
+
+        def recompute(b, carry):
+            labels, upper, lower = carry
+            block_rows = lax.dynamic_slice_in_dim(rows, b * chunk_size, chunk_size)
+            gathered = jnp.minimum(block_rows, n_padded - 1)
+            block_labels, best, second = _two_nearest(frames[gathered], new_centroids)
+            block_upper, block_lower = bounds_from_scores(
+                x_sq[gathered], best, second, frame_slack[gathered]
+            )
+            # Fill rows (== n_padded) are out of range and dropped.
+            labels = labels.at[block_rows].set(block_labels, mode="drop")
+            upper = upper.at[block_rows].set(block_upper, mode="drop")
+            lower = lower.at[block_rows].set(block_lower, mode="drop")
+            return labels, upper, lower
+
+        n_blocks = (n_needed + chunk_size - 1) // chunk_size
+        return lax.fori_loop(0, n_blocks, recompute, (labels, upper, lower))
+
+    def hamerly_step(state):
+        i, centroids, labels, upper, lower, previous_labels, _ = state
+        new_centroids = _update_centroids(
+            frames, labels, lambda: own_distances(centroids, labels), centroids
+        )
+        shift = jnp.sum((new_centroids - centroids) ** 2)
+        converged = jnp.all(labels == previous_labels) | (shift <= tolerance)
+        new_labels, upper, lower = reassign(centroids, new_centroids, labels, upper, lower)
+        return i + 1, new_centroids, new_labels, upper, lower, labels, converged
+
+    def keep_going(state):
+        i, *_, converged = state
+        return (i < n_iter) & ~converged
+
+    no_labels = jnp.full(frames.shape[:1], -1, jnp.int32)
+    initial = (jnp.int32(0), centroids, labels, upper, lower, no_labels, jnp.bool_(False))
+    n_done, centroids, labels, *_ = lax.while_loop(keep_going, hamerly_step, initial)
+    # The labels are those of the final centroids: the inertia needs no further pass.
+    inertia = jnp.sum(jnp.maximum(own_distances(centroids, labels), 0))
+    return centroids, inertia, n_done
+
+
+@functools.partial(
+    jax.jit, static_argnames=("k", "init", "n_local_trials", "chunk_size", "algorithm")
+)
+def _kmeans_fit(
+    key, X, initial_centroids, k, n_iter, tol, init, n_local_trials, chunk_size, algorithm
+):
     n, dim = X.shape
     mean = jnp.mean(X, axis=0)
     # scikit-learn's tolerance: relative to the mean variance of the features.
@@ -287,38 +447,10 @@ def _kmeans_fit(key, X, initial_centroids, k, n_iter, tol, init, n_local_trials,
     else:
         centroids = initial_centroids - mean
     x_sq = jnp.sum(frames * frames, axis=1)
-
-    def lloyd_step(state):
-        i, centroids, previous_labels, _ = state
-        labels, best = _nearest_in_blocks(blocks, centroids)
-        labels = jnp.where(valid, labels, k)  # out of range: dropped by segment_sum
-        sums = jax.ops.segment_sum(frames, labels, k)
-        counts = jax.ops.segment_sum(jnp.ones_like(x_sq), labels, k)
-        distances = jnp.where(valid, x_sq + best, -jnp.inf)
-        sums, counts = lax.cond(
-            jnp.any(counts == 0),
-            _relocate_empty,
-            lambda frames, labels, distances, sums, counts: (sums, counts),
-            frames,
-            labels,
-            distances,
-            sums,
-            counts,
-        )
-        new_centroids = jnp.where(counts[:, None] > 0, sums / counts[:, None], centroids)
-        shift = jnp.sum((new_centroids - centroids) ** 2)
-        converged = jnp.all(labels == previous_labels) | (shift <= tolerance)
-        return i + 1, new_centroids, labels, converged
-
-    def keep_going(state):
-        i, _, _, converged = state
-        return (i < n_iter) & ~converged
-
-    no_labels = jnp.full(frames.shape[:1], -1, jnp.int32)
-    initial = (jnp.int32(0), centroids, no_labels, jnp.bool_(False))
-    n_done, centroids, _, _ = lax.while_loop(keep_going, lloyd_step, initial)
-    _, best = _nearest_in_blocks(blocks, centroids)
-    inertia = jnp.sum(jnp.where(valid, jnp.maximum(x_sq + best, 0), 0))
+    iterate = _hamerly if algorithm == "hamerly" else _lloyd
+    centroids, inertia, n_done = iterate(
+        frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance
+    )
     return KMeans(centroids=centroids + mean, inertia=inertia, n_iter=jnp.asarray(n_done))
 
 
@@ -347,6 +479,7 @@ def kmeans_fit(
     init="k-means++",
     n_local_trials: int | None = None,
     chunk_size: int | None = None,
+    algorithm: str = "hamerly",
 ) -> KMeans:
     """Fits k-means by Lloyd's algorithm, as scikit-learn's `KMeans(n_init=1)`.
 
@@ -366,6 +499,9 @@ def kmeans_fit(
         `(k, dim)` array of initial centroids.
       n_local_trials: k-means++ candidates per centroid; default `2 + int(log(k))`.
       chunk_size: frames per distance block; default `max(256, 2**19 // k)`.
+      algorithm: "hamerly" (Hamerly's bounds skip the frames that cannot change cluster; the
+        same iterations with fewer distances) or "lloyd" (every frame against every centroid
+        each iteration; simpler, and may suit accelerators better).
 
     Returns:
       The fitted `KMeans`; its inertia is for the final centroids.
@@ -377,6 +513,8 @@ def kmeans_fit(
         raise ValueError(f"n_iter must be at least 1, got {n_iter}.")
     if not isinstance(tol, jax.core.Tracer) and not tol >= 0:
         raise ValueError(f"tol must be non-negative, got {tol}.")
+    if algorithm not in ("hamerly", "lloyd"):
+        raise ValueError(f"algorithm must be 'hamerly' or 'lloyd', got {algorithm!r}.")
     initial_centroids, init_name = _initial_centroids(init, k, dim)
     n_local_trials = 2 + int(math.log(k)) if n_local_trials is None else n_local_trials
     X = jnp.asarray(X, jnp.result_type(float))
@@ -390,6 +528,7 @@ def kmeans_fit(
         init_name,
         n_local_trials,
         resolve_chunk_size(chunk_size, k),
+        algorithm,
     )
 
 
