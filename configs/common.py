@@ -47,6 +47,7 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.log_every_steps = 20
     config.checkpoint_every_steps = 200
     config.progress = True
+    config.num_devices = 0  # data-parallel devices; 0: all (batch_size is per host)
     config.multihost = False  # call jax.distributed.initialize() first (one process per host)
 
     config.model = ml_collections.ConfigDict()

@@ -284,18 +284,27 @@ class _Logger:
             self.writer.close()
 
 
-def _mesh_shardings():
-    # Auto axes: XLA propagates the batch sharding through the model; the parameters are
-    # replicated.
-    mesh = jax.make_mesh((jax.device_count(),), ("data",),
-                         axis_types=(jax.sharding.AxisType.Auto,))
+def _mesh_shardings(num_devices: int) -> tuple[NamedSharding, NamedSharding]:
+    """Shardings of a batch (split over a `data` axis) and of the state (replicated).
+
+    Args:
+      num_devices: devices in the mesh; 0 takes every device of every host.
+    """
+    if num_devices > jax.device_count():
+        raise ValueError(f"num_devices={num_devices} but JAX sees {jax.device_count()} devices")
+    devices = jax.devices()[:num_devices] if num_devices else jax.devices()
+    # Auto axes: XLA propagates the batch sharding through the model.
+    mesh = jax.sharding.Mesh(np.array(devices), ("data",),
+                             axis_types=(jax.sharding.AxisType.Auto,))
     return NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
 
 
-def _check_batch_divisible(batch_size: int, what: str) -> None:
-    if batch_size % jax.device_count():
-        raise ValueError(f"{what}={batch_size} must be a multiple of the {jax.device_count()} "
-                         f"devices JAX sees, so each device gets the same share of the batch.")
+def _check_batch_divisible(batch_size: int, what: str, sharding: NamedSharding) -> None:
+    local_devices = sharding.mesh.devices.size // jax.process_count()
+    if batch_size % local_devices:
+        raise ValueError(f"{what}={batch_size} must be a multiple of the {local_devices} devices "
+                         f"of this host, so each device gets the same share of the batch "
+                         f"(or set --config.num_devices).")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -315,9 +324,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     """
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
-    _check_batch_divisible(config.batch_size, "batch_size")
-    _check_batch_divisible(config.eval_batch_size, "eval_batch_size")
-    data_sharding, replicated = _mesh_shardings()
+    data_sharding, replicated = _mesh_shardings(config.num_devices)
+    _check_batch_divisible(config.batch_size, "batch_size", data_sharding)
+    _check_batch_divisible(config.eval_batch_size, "eval_batch_size", data_sharding)
 
     def put_batch(array):
         return jax.make_array_from_process_local_data(data_sharding, np.asarray(array))
@@ -368,11 +377,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             loss = float(step_metrics["loss"])
             if not math.isfinite(loss):
                 last = checkpoints.latest_step()
+                kept = (f"the last good checkpoint is step {last} in {workdir}/checkpoints/latest"
+                        if last is not None else "no checkpoint had been saved yet")
                 raise TrainingDivergedError(
                     f"The training loss became {loss} at step {step + 1}. Nothing was saved after "
-                    f"it: the last good checkpoint is step {last} in {workdir}/checkpoints/latest. "
-                    f"Lower the learning rate (--config.optimizer.learning_rate) or set "
-                    f"--config.optimizer.clip_norm, then rerun the same command to resume.")
+                    f"it: {kept}. Lower the learning rate (--config.optimizer.learning_rate) or "
+                    f"set --config.optimizer.clip_norm, then rerun the same command to resume.")
             step += 1
             window_loss.append(loss)
             window_clips += config.batch_size

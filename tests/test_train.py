@@ -12,16 +12,127 @@ from runs import tiny_config
 from tagjax import train
 
 
+def _json(workdir, name):
+    with open(os.path.join(workdir, name)) as f:
+        return json.load(f)
+
+
 def test_trained_run_writes_results_and_checkpoints(trained_run):
     with open(os.path.join(trained_run, "results.json")) as f:
         results = json.load(f)
     assert 0.0 <= results["roc_auc"] <= 1.0
-    assert set(results["per_tag"]) == set(json.load(open(os.path.join(trained_run,
-                                                                       "config.json")))["tags"])
-    lines = [json.loads(line) for line in open(os.path.join(trained_run, "metrics.jsonl"))]
+    assert set(results["per_tag"]) == set(_json(trained_run, "config.json")["tags"])
+    with open(os.path.join(trained_run, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f]
     assert any("valid_roc_auc" in line for line in lines)
     assert any("train_loss" in line for line in lines)
     assert os.listdir(os.path.join(trained_run, "tensorboard"))
     model, variables, run_config = train.restore_model(trained_run)
     logits = model.apply(variables, np.zeros((2, 16000), np.float32), train=False)
     assert logits.shape == (2, len(run_config.tags))
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _params(workdir):
+    _, variables, _ = train.restore_model(workdir, which="latest")
+    return jax.tree.map(np.asarray, variables)
+
+
+def test_killed_run_resumes_to_the_same_parameters(synth_tiny_dir, tmp_path):
+    # 7 steps an epoch: checkpoints at steps 3 and 6 (every 3) and 7 (end of epoch). An
+    # interruption at step 5 loses steps 4-5, which the resumed run must replay identically.
+    config = tiny_config("mfcc_lstm", synth_tiny_dir)
+    reference = str(tmp_path / "uninterrupted")
+    train.train_and_evaluate(config, reference)
+
+    resumed = str(tmp_path / "interrupted")
+
+    def interrupt(step):
+        if step == 5:
+            raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        train.train_and_evaluate(config, resumed, step_hook=interrupt)
+    assert os.path.isdir(os.path.join(resumed, "checkpoints", "latest", "3"))
+    train.train_and_evaluate(config, resumed)
+
+    expected, actual = _params(reference), _params(resumed)
+    jax.tree.map(np.testing.assert_array_equal, actual, expected)
+    assert (_json(resumed, "results.json")["roc_auc"]
+            == _json(reference, "results.json")["roc_auc"])
+
+
+def test_nan_loss_stops_with_last_good_checkpoint(synth_tiny_dir, tmp_path, monkeypatch):
+    config = tiny_config("mfcc_lstm", synth_tiny_dir, num_epochs=1)
+    real_loader = train.tj_data.train_loader
+
+    class PoisonedIterator:
+        """Yields the real batches, but NaN audio from the 5th batch on."""
+
+        def __init__(self, inner):
+            self.inner, self.count = inner, 0
+
+        def __next__(self):
+            batch = next(self.inner)
+            self.count += 1
+            if self.count >= 5:
+                batch = {**batch, "audio": np.full_like(batch["audio"], np.nan)}
+            return batch
+
+        def get_state(self):
+            return self.inner.get_state()
+
+        def set_state(self, state):
+            self.inner.set_state(state)
+
+    class PoisonedLoader:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __iter__(self):
+            return PoisonedIterator(iter(self.inner))
+
+    monkeypatch.setattr(train.tj_data, "train_loader",
+                        lambda *a, **k: PoisonedLoader(real_loader(*a, **k)))
+    workdir = str(tmp_path / "run")
+    with pytest.raises(train.TrainingDivergedError,
+                       match=r"step 5.*last good checkpoint is step 3"):
+        train.train_and_evaluate(config, workdir)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "latest"))) == ["3"]
+    params = _params(workdir)
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
+
+
+def test_data_parallel_matches_one_device(synth_tiny_dir, tmp_path):
+    assert jax.device_count() == 4  # tests/conftest.py asks XLA for 4 CPU devices
+    results = {}
+    for devices in (1, 4):
+        config = tiny_config("mfcc_lstm", synth_tiny_dir, num_epochs=1, num_devices=devices)
+        workdir = str(tmp_path / f"devices{devices}")
+        train.train_and_evaluate(config, workdir)
+        results[devices] = _params(workdir)
+    # Batch-norm statistics and gradients are summed in another order across devices.
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                 results[4], results[1])
+
+
+@pytest.mark.parametrize("name", ["cnn_bof", "mfcc_bof", "fcn", "crnn", "short_res"])
+def test_every_config_trains(name, synth_tiny_dir, tmp_path):
+    config = tiny_config(name, synth_tiny_dir, num_epochs=1)
+    report = train.train_and_evaluate(config, str(tmp_path / name))
+    assert np.isfinite(report["roc_auc"]) and report["best_step"] == 7
+    if name.endswith("bof"):
+        _, variables, _ = train.restore_model(str(tmp_path / name))
+        centroids = variables["kmeans"]["summary"]["centroids"]
+        assert centroids.shape[0] == config.model.summary.k and np.abs(centroids).sum() > 0
+
+
+def test_config_names_and_paths_resolve():
+    path = train.resolve_config_argument(["prog", "--config", "cnn_lstm"])[2]
+    assert path.endswith(os.path.join("configs", "cnn_lstm.py")) and os.path.isfile(path)
+    assert train.resolve_config_argument(["prog", f"--config={path}"])[1] == f"--config={path}"
+    with pytest.raises(SystemExit, match="available configs: cnn_bof, cnn_lstm, crnn, fcn"):
+        train.resolve_config_argument(["prog", "--config", "no_such_config"])
