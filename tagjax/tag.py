@@ -148,7 +148,8 @@ def top_tags(probabilities: np.ndarray, tags: Sequence[str], k: int) -> list[tup
 
 def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
     """The files that `paths` name: directories searched recursively for audio files
-    (`AUDIO_EXTENSIONS`, any case), in sorted order; other paths kept as given, so a missing or
+    (`AUDIO_EXTENSIONS`, any case), in sorted order, leaving out hidden files and folders (such
+    as macOS's `._song.mp3` resource forks); other paths kept as given, so a missing or
     unreadable file is reported when it fails to decode."""
     files = []
     for path in map(os.fspath, paths):
@@ -156,9 +157,9 @@ def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
             files.append(path)
             continue
         for root, dirs, names in os.walk(path):
-            dirs.sort()
+            dirs[:] = sorted(name for name in dirs if not name.startswith("."))
             files.extend(os.path.join(root, name) for name in sorted(names)
-                         if name.lower().endswith(AUDIO_EXTENSIONS))
+                         if name.lower().endswith(AUDIO_EXTENSIONS) and not name.startswith("."))
     return files
 
 
@@ -182,6 +183,14 @@ def compiled_forward(model):
     import jax
 
     return jax.jit(functools.partial(model.apply, method=_probabilities_and_embedding))
+
+
+def default_batch_size() -> int:
+    """Chunks per model call: 32 on a GPU or TPU; 1 on CPU, where XLA's convolutions ran
+    fastest one chunk at a time for every training config (see benchmarks/tag_throughput.py)."""
+    import jax
+
+    return 1 if jax.default_backend() == "cpu" else 32
 
 
 def model_fingerprint(run_config_json: str, variables) -> str:
@@ -211,7 +220,8 @@ class Tagger:
       sample_rate: the rate the model was trained at, in Hz.
       chunk_seconds: the model's chunk length (the run's `crop_seconds`).
       hop_seconds: seconds between chunk starts; None for `chunk_seconds` (no overlap).
-      batch_size: chunks per model call; every call has this shape, so it compiles once.
+      batch_size: chunks per model call, shared by the tracks; every call has this shape, so
+        it compiles once. None for `default_batch_size()`.
       workers: decoding threads; None for `min(4, cpu count)`.
       workdir: the training run this model comes from, if any (kept in indexes).
       model_id: an identifier of the trained model (see `model_fingerprint`).
@@ -222,12 +232,14 @@ class Tagger:
     """
 
     def __init__(self, model, variables, *, tags: Sequence[str], sample_rate: int,
-                 chunk_seconds: float, hop_seconds: float | None = None, batch_size: int = 32,
+                 chunk_seconds: float, hop_seconds: float | None = None,
+                 batch_size: int | None = None,
                  workers: int | None = None, workdir: str | None = None,
                  model_id: str | None = None):
         import jax
 
         hop_seconds = chunk_seconds if hop_seconds is None else hop_seconds
+        batch_size = default_batch_size() if batch_size is None else batch_size
         if not chunk_seconds > 0 or not hop_seconds > 0:
             raise ValueError(f"chunk_seconds and hop_seconds must be > 0, got {chunk_seconds} "
                              f"and {hop_seconds}")
@@ -257,7 +269,7 @@ class Tagger:
 
     @classmethod
     def from_workdir(cls, workdir: str | os.PathLike, *, which: str = "best",
-                     hop_seconds: float | None = None, batch_size: int = 32,
+                     hop_seconds: float | None = None, batch_size: int | None = None,
                      workers: int | None = None) -> "Tagger":
         """The tagger of a training run's best (or latest) checkpoint.
 
@@ -528,8 +540,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, workdir_required: bo
                         help="the training run's work directory")
     parser.add_argument("--which", choices=("best", "latest"), default="best",
                         help="which checkpoint of the run (default: best)")
-    parser.add_argument("--batch-size", type=positive_int, default=32,
-                        help="chunks per model call (default: 32)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="chunks per model call (default: 32 on a GPU or TPU, 1 on CPU)")
     parser.add_argument("--hop", type=positive_float, default=None, metavar="SECONDS",
                         help="seconds between chunk starts (default: the chunk length, no "
                              "overlap)")

@@ -210,6 +210,7 @@ def _write_folder(root) -> tuple[list[str], list[str]]:
     data = (root / "album" / "b.flac").read_bytes()
     (root / "album" / "cut.flac").write_bytes(data[: len(data) // 2])
     (root / "cover.jpg").write_bytes(b"\xff\xd8\xff")  # not an audio extension: not searched
+    (root / "album" / "._b.flac").write_bytes(b"\x00\x05\x16\x07")  # hidden: not searched
     broken = ["album/cut.flac", "album/notes.wav", "empty.mp3"]
     return ([os.fspath(root / name) for name in sorted(good)],
             [os.fspath(root / name) for name in broken])
@@ -267,6 +268,14 @@ def test_command_line_csv_table_and_plot(trained_run, taggers, tmp_path, capsys,
 def test_command_line_with_nothing_to_tag(trained_run, tmp_path, capsys):
     assert tag_cli.main([os.fspath(tmp_path), "--workdir", trained_run]) == 1
     assert "no audio files" in capsys.readouterr().err
+
+
+def test_plot_file_names_for_several_tracks():
+    results = [tag_cli.TrackResult(i, source, 1.0, *(np.zeros(1),) * 5)
+               for i, source in enumerate(["a/x.mp3", "b/x.wav", "y.flac"])]
+    assert tag_cli._plot_paths("out.png", results[:1]) == ["out.png"]
+    assert tag_cli._plot_paths("plots/out.png", results) == [
+        "plots/out-x.png", "plots/out-x-2.png", "plots/out-y.png"]
 
 
 def test_chunk_edges_cover_each_chunk():
