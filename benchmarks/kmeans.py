@@ -9,6 +9,8 @@ librosa (16 kHz, n_fft 512, hop 256, 96 mels) on 30 s music-like test signals an
 under benchmarks/results/. Methods, each seeded the same way (k-means++, n_init=1):
 
     tagjax-lloyd      tj.features.kmeans_plusplus, then tj.features.kmeans_fit from those seeds
+                      (its default: Lloyd's iterations with Hamerly's bounds)
+    tagjax-lloyd-plain  the same with algorithm="lloyd" (only with --methods)
     sklearn-lloyd     sklearn.cluster.kmeans_plusplus, then KMeans(algorithm="lloyd") from them
     sklearn-elkan     the same with algorithm="elkan" (only with --methods; needs n x k memory)
     tagjax-minibatch  tj.features.minibatch_kmeans_fit, batch 1024
@@ -59,7 +61,7 @@ DEFAULT_METHODS = (
     "tagjax-pca",
     "sklearn-pca",
 )
-ALL_METHODS = (*DEFAULT_METHODS, "sklearn-elkan")
+ALL_METHODS = (*DEFAULT_METHODS, "tagjax-lloyd-plain", "sklearn-elkan")
 PEERS = {
     "tagjax-lloyd": "sklearn-lloyd",
     "tagjax-minibatch": "sklearn-minibatch",
@@ -148,7 +150,7 @@ def timed(fn):
     return result, time.perf_counter() - start
 
 
-def run_tagjax_lloyd(X, k, seed):
+def run_tagjax_lloyd(X, k, seed, algorithm="hamerly"):
     import jax
 
     import tagjax as tj
@@ -156,10 +158,12 @@ def run_tagjax_lloyd(X, k, seed):
     key = jax.random.key(seed)
     Xd = jax.device_put(X)
     seeding = jax.jit(tj.features.kmeans_plusplus, static_argnames="k")
-    lloyd = jax.jit(tj.features.kmeans_fit, static_argnames="k")
+    lloyd = jax.jit(tj.features.kmeans_fit, static_argnames=("k", "algorithm"))
     seeding, seeding_compile_s = timed(lambda: seeding.lower(key, Xd, k=k).compile())
     init_like = jax.ShapeDtypeStruct((k, X.shape[1]), X.dtype)
-    lloyd, lloyd_compile_s = timed(lambda: lloyd.lower(key, Xd, k=k, init=init_like).compile())
+    lloyd, lloyd_compile_s = timed(
+        lambda: lloyd.lower(key, Xd, k=k, init=init_like, algorithm=algorithm).compile()
+    )
     PEAK.compiled()
     # What the public functions check on the host before their jitted cores.
     _, check_s = timed(lambda: tj.features.pca.validate_frames(Xd))
@@ -316,6 +320,7 @@ def worker(args) -> None:
     X = mfcc_frames(args.frames, args.dim)
     runners = {
         "tagjax-lloyd": lambda: run_tagjax_lloyd(X, args.k, args.seed),
+        "tagjax-lloyd-plain": lambda: run_tagjax_lloyd(X, args.k, args.seed, "lloyd"),
         "sklearn-lloyd": lambda: run_sklearn_kmeans(X, args.k, args.seed, "lloyd"),
         "sklearn-elkan": lambda: run_sklearn_kmeans(X, args.k, args.seed, "elkan"),
         "tagjax-minibatch": lambda: run_tagjax_minibatch(X, args.k, args.seed),
@@ -472,10 +477,9 @@ def driver(args) -> None:
             for tagjax, peer in PEERS.items()
             if tagjax in runs and peer in runs
         }
-        if "tagjax-lloyd" in runs and "sklearn-elkan" in runs:
-            comparisons["tagjax-lloyd vs sklearn-elkan"] = compare(
-                runs, "tagjax-lloyd", "sklearn-elkan"
-            )
+        for extra in ("tagjax-lloyd-plain", "sklearn-elkan"):
+            if "tagjax-lloyd" in runs and extra in runs:
+                comparisons[f"tagjax-lloyd vs {extra}"] = compare(runs, "tagjax-lloyd", extra)
         print_table(summaries, comparisons)
         report.update(summaries=summaries, comparisons=comparisons, runs=runs)
     out = (
