@@ -127,15 +127,25 @@ def make_folder(folder: str) -> dict:
 # Timing
 
 
-def _alternated(variants: dict, repeats: int) -> dict[str, list[float]]:
-    """Wall seconds of each of `variants` (name -> function), run in turn `repeats` times, so
-    that the load of a shared machine falls on all of them alike."""
-    times = {name: [] for name in variants}
+class _Times(list):
+    """Wall seconds of the runs of one variant, with the CPU seconds of this process (all its
+    threads) in `.cpu`: less sensitive than wall time to other processes on a shared machine."""
+
+    def __init__(self):
+        super().__init__()
+        self.cpu = []
+
+
+def _alternated(variants: dict, repeats: int) -> dict[str, _Times]:
+    """Times of each of `variants` (name -> function), run in turn `repeats` times, so that
+    the load of a shared machine falls on all of them alike."""
+    times = {name: _Times() for name in variants}
     for _ in range(repeats):
         for name, fn in variants.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - start)
+            times[name].cpu.append(time.process_time() - start_cpu)
     return times
 
 
@@ -177,13 +187,16 @@ def _batches(chunks: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 def _stage(name, times, audio_seconds, peer=None, peer_times=None, compile_s=None):
     seconds = statistics.median(times)
-    row = {"stage": name, "seconds": seconds, "seconds_all": times,
+    row = {"stage": name, "seconds": seconds, "seconds_all": list(times),
+           "cpu_seconds": statistics.median(times.cpu), "cpu_seconds_all": times.cpu,
            "audio_seconds_per_second": audio_seconds / seconds}
     if compile_s is not None:
         row["compile_seconds"] = compile_s
     if peer is not None:
         peer_seconds = statistics.median(peer_times)
         row.update({"peer": peer, "peer_seconds": peer_seconds,
+                    "peer_seconds_all": list(peer_times),
+                    "peer_cpu_seconds": statistics.median(peer_times.cpu),
                     "peer_audio_seconds_per_second": audio_seconds / peer_seconds,
                     "speedup_over_peer": peer_seconds / seconds})
     return row
@@ -268,6 +281,7 @@ def run(args) -> dict:
     stages.append(_stage("features (log-mel)", times["tagjax"], audio_seconds,
                          "librosa melspectrogram", times["librosa"], compile_features))
     feature_seconds = statistics.median(times["tagjax"])
+    feature_cpu = statistics.median(times["tagjax"].cpu)
 
     # The model: the whole forward pass (log-mel included) over all chunks, at several batch
     # sizes; the peer is one chunk per call.
@@ -286,6 +300,7 @@ def run(args) -> dict:
         stages.append(_stage(f"model (batch {size})", times[size], audio_seconds,
                              "model (batch 1)", times[1], compile_model[size]))
     model_seconds = statistics.median(times[batch_size])
+    model_cpu = statistics.median(times[batch_size].cpu)
 
     # End to end, from the files; the peer takes one file at a time with no overlap.
     file_by_file_tagger = tj.Tagger(tagger.model, tagger.variables, tags=tagger.tags,
@@ -318,9 +333,15 @@ def run(args) -> dict:
             "decode": decode_seconds, "features": feature_seconds,
             "model without features": model_seconds - feature_seconds,
             "end to end": statistics.median(times["tagjax"])},
-        # Both use every core (the decoding threads and XLA's intra-op threads), so the stage
-        # that takes longer bounds the run.
-        "bound_by": "decoding" if decode_seconds > model_seconds else "the model",
+        "split_cpu_seconds": {
+            "decode": statistics.median(decode_times["tagjax"].cpu),
+            "features": feature_cpu,
+            "model without features": model_cpu - feature_cpu,
+            "end to end": statistics.median(times["tagjax"].cpu)},
+        # On a CPU both compete for the same cores (decoding threads, XLA's intra-op threads),
+        # so the stage that costs more CPU time bounds the run.
+        "bound_by": "decoding" if statistics.median(decode_times["tagjax"].cpu) > model_cpu
+        else "the model",
         "stages": stages,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": platform.python_version(), "jax": jax.__version__,
@@ -332,18 +353,19 @@ def format_table(report: dict) -> str:
     lines = [f"{report['tracks']} tracks, {report['audio_seconds'] / 60:.1f} min of audio "
              f"({report['music_source']}), {len(report['broken_files'])} broken file(s) named and "
              f"skipped; batch {report['batch_size']}, {report['workers']} decoding threads",
-             f"{'stage':<40} {'s':>7} {'audio s/s':>10} {'compile s':>9}  "
+             f"{'stage':<40} {'s':>7} {'cpu s':>7} {'audio s/s':>10} {'compile s':>9}  "
              f"{'peer':<26} {'peer s/s':>9} {'ratio':>6}"]
     for row in report["stages"]:
         compile_s = f"{row['compile_seconds']:.2f}" if "compile_seconds" in row else ""
-        lines.append(f"{row['stage']:<40} {row['seconds']:>7.2f} "
+        lines.append(f"{row['stage']:<40} {row['seconds']:>7.2f} {row['cpu_seconds']:>7.2f} "
                      f"{row['audio_seconds_per_second']:>10.1f} {compile_s:>9}  "
                      f"{row.get('peer', ''):<26} "
                      f"{row.get('peer_audio_seconds_per_second', 0):>9.1f} "
                      f"{row.get('speedup_over_peer', 0):>6.2f}")
-    split = report["split_seconds"]
-    lines.append("one pass, s: " + ", ".join(f"{k} {v:.2f}" for k, v in split.items())
-                 + f"; bound by {report['bound_by']}")
+    for key, label in (("split_seconds", "wall"), ("split_cpu_seconds", "CPU")):
+        lines.append(f"one pass, {label} s: "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in report[key].items()))
+    lines.append(f"bound by {report['bound_by']}")
     return "\n".join(lines)
 
 

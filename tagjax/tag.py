@@ -224,7 +224,8 @@ class Tagger:
         it compiles once. None for `default_batch_size()`.
       workers: decoding threads; None for `min(4, cpu count)`.
       workdir: the training run this model comes from, if any (kept in indexes).
-      model_id: an identifier of the trained model (see `model_fingerprint`).
+      model_id: an identifier of the trained model; None for the fingerprint of the model's
+        definition and variables (see `model_fingerprint`).
 
     Attributes:
       chunk_samples, hop_samples: the chunk length and hop in samples.
@@ -257,7 +258,7 @@ class Tagger:
         self.batch_size = int(batch_size)
         self.workers = workers
         self.workdir = workdir
-        self.model_id = model_id
+        self.model_id = model_id or model_fingerprint(repr(model), variables)
         self._forward = compiled_forward(model)
         probabilities, embedding = jax.eval_shape(
             self._forward, self.variables,

@@ -133,6 +133,16 @@ def test_extending_equals_building_at_once_and_skips_unchanged_files(tagger, tmp
                                   np.delete(extended.embeddings, 1, 0))
 
 
+def test_a_tagger_made_from_variables_indexes_and_extends(tagger, tmp_path):
+    direct = tj.Tagger(tagger.model, tagger.variables, tags=tagger.tags,
+                       sample_rate=tagger.sample_rate, chunk_seconds=tagger.chunk_seconds,
+                       batch_size=4)
+    paths = _write_tracks(tmp_path / "music", 2)
+    index, _ = index_cli.build_index(direct, paths[:1])
+    extended, counts = index_cli.build_index(direct, paths, index)
+    assert counts["added"] == 1 and len(extended) == 2 and extended.model_id == direct.model_id
+
+
 def test_another_model_or_hop_is_refused(tagger, tmp_path):
     index, _ = index_cli.build_index(tagger, _write_tracks(tmp_path / "music", 1))
     other = tj.Tagger(tagger.model, tagger.variables, tags=tagger.tags,
