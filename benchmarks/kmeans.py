@@ -290,12 +290,15 @@ def run_chunk_sweep(X, k, seed, repeats=3):
     Xd = jax.device_put(X)
     key = jax.random.key(seed)
     seeds = Xd[np.random.default_rng(seed).choice(len(X), k, replace=False)]
-    fit = jax.jit(tj.features.kmeans_fit, static_argnames=("k", "n_iter", "tol", "chunk_size"))
+    # Plain Lloyd: every pass compares every frame with every centroid.
+    fit = jax.jit(
+        tj.features.kmeans_fit, static_argnames=("k", "n_iter", "tol", "chunk_size", "algorithm")
+    )
     compiled, compile_s = {}, {}
     for chunk_size in CHUNK_SIZES:
         compiled[chunk_size], compile_s[chunk_size] = timed(
             lambda c=chunk_size: fit.lower(
-                key, Xd, k=k, n_iter=3, tol=0.0, init=seeds, chunk_size=c
+                key, Xd, k=k, n_iter=3, tol=0.0, init=seeds, chunk_size=c, algorithm="lloyd"
             ).compile()
         )
     PEAK.compiled()
