@@ -1,7 +1,7 @@
 """Throughput of tagging a folder of music, end to end and per stage, in audio seconds per second.
 
     python benchmarks/tag_throughput.py --workdir RUN [--folder DIR] [--batch-size N]
-        [--batch-sizes 4,16,32] [--workers N] [--repeats 3]
+        [--batch-sizes 2,4,8,16,32] [--workers N] [--repeats 3]
         [--out benchmarks/results/tag_throughput.json]
 
 The folder (default `benchmarks/results/tag_folder`, made on first use) holds multi-minute
@@ -377,7 +377,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="chunks per model call for the tagger (default: the Tagger's)")
     parser.add_argument("--batch-sizes", type=lambda text: [int(b) for b in text.split(",")],
-                        default=[4, 16, 32], help="batch sizes of the model stage's sweep")
+                        default=[2, 4, 8, 16, 32], help="batch sizes of the model stage's sweep")
     parser.add_argument("--workers", type=int, default=None,
                         help="decoding threads (default: the tagger's, up to 4)")
     parser.add_argument("--repeats", type=int, default=3)

@@ -186,11 +186,12 @@ def compiled_forward(model):
 
 
 def default_batch_size() -> int:
-    """Chunks per model call: 32 on a GPU or TPU; 1 on CPU, where XLA's convolutions ran
-    fastest one chunk at a time for every training config (see benchmarks/tag_throughput.py)."""
+    """Chunks per model call: 32 on a GPU or TPU; 4 on CPU, where XLA ran the training
+    configs' models fastest at 1 to 8 chunks per call and 1.5-2x slower at 16 or 32 (see
+    benchmarks/tag_throughput.py)."""
     import jax
 
-    return 1 if jax.default_backend() == "cpu" else 32
+    return 4 if jax.default_backend() == "cpu" else 32
 
 
 def model_fingerprint(run_config_json: str, variables) -> str:
@@ -542,7 +543,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, workdir_required: bo
     parser.add_argument("--which", choices=("best", "latest"), default="best",
                         help="which checkpoint of the run (default: best)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
-                        help="chunks per model call (default: 32 on a GPU or TPU, 1 on CPU)")
+                        help="chunks per model call (default: 32 on a GPU or TPU, 4 on CPU)")
     parser.add_argument("--hop", type=positive_float, default=None, metavar="SECONDS",
                         help="seconds between chunk starts (default: the chunk length, no "
                              "overlap)")
