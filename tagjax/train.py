@@ -128,11 +128,16 @@ def _optimizer(config, steps_per_epoch: int, params) -> optax.GradientTransforma
     return optax.multi_transform({"trained": adamw, "frozen": optax.set_to_zero()}, labels)
 
 
-def _init_variables(model, config, key) -> dict:
+def _init_variables(model, config, key, *, shapes_only: bool = False) -> dict:
+    """The model's initial variables, or only their shapes (`jax.ShapeDtypeStruct`s, no
+    compilation) when `shapes_only`, e.g. to restore a checkpoint into."""
     dummy = jnp.zeros((1, _crop_samples(config)), jnp.float32)
     params_key, dropout_key = jax.random.split(key)
-    variables = jax.jit(lambda: model.init({"params": params_key, "dropout": dropout_key},
-                                           dummy, train=False))()
+
+    def init():
+        return model.init({"params": params_key, "dropout": dropout_key}, dummy, train=False)
+
+    variables = jax.eval_shape(init) if shapes_only else jax.jit(init)()
     return flax.core.unfreeze(variables)
 
 
@@ -484,7 +489,7 @@ def restore_model(workdir: str, *, which: str = "best"):
     """
     run_config = load_run_config(workdir)
     model = tj_models.build(run_config.model_full)
-    variables = _init_variables(model, run_config.train, jax.random.PRNGKey(0))
+    variables = _init_variables(model, run_config.train, jax.random.PRNGKey(0), shapes_only=True)
     params = variables.pop("params")
     params, model_state, _ = checkpointing.restore_variables(workdir, params, variables,
                                                              which=which)
