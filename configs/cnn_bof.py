@@ -8,15 +8,16 @@ freshly initialised CNN and the model trains end to end through the soft assignm
 
 import ml_collections
 
-from tagjax.configs import common
+from tagjax.configs import cnn_lstm, common
 
 
 def get_config() -> ml_collections.ConfigDict:
     config = common.base_config("cnn_bof")
-    config.model.frontend = ml_collections.ConfigDict(dict(
-        name="cnn5", n_mels=96, channels=(32, 32, 64, 64, 64),
-        pools=((1, 2), (2, 2), (2, 2), (1, 3), (1, 4)), dropout=0.1))
+    config.model.frontend = ml_collections.ConfigDict(cnn_lstm.CNN_FRONTEND)
+    # Soft assignment; the temperature (squared-distance units) is about the mean squared
+    # distance of a frame of the freshly initialised CNN to its nearest centroid on synth (72);
+    # a transplanted front end has its own scale (set it with --config.model.summary.temperature).
     config.model.summary = ml_collections.ConfigDict(dict(name="bof", k=256, soft=True,
-                                                          temperature=1.0))
+                                                          temperature=70.0))
     config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=128, dropout=0.3))
     return config

@@ -13,6 +13,9 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.dataset.name = "synth"
     config.dataset.config = "default"
     config.dataset.data_dir = ""  # empty: TFDS's default (~/tensorflow_datasets or TFDS_DATA_DIR)
+    config.dataset.manual_dir = ""  # magnatagatune: the folder with the mp3 folders and the CSV
+    config.dataset.directory = ""  # folder: your audio folder
+    config.dataset.csv_path = ""  # folder: its CSV (default: DIRECTORY/tags.csv)
     config.dataset.builder_kwargs = ml_collections.ConfigDict()
     config.sample_rate = 16000
     config.crop_seconds = 3.0  # random crops for training; evaluation chunks have the same length
@@ -22,9 +25,9 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     # Optimisation: AdamW with a warmup-cosine schedule, binary cross-entropy.
     config.batch_size = 16
     config.eval_batch_size = 64
-    config.num_epochs = 10
+    config.num_epochs = 26
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.learning_rate = 1e-3
+    config.optimizer.learning_rate = 2e-3
     config.optimizer.weight_decay = 1e-4
     config.optimizer.warmup_epochs = 0.5
     config.optimizer.final_lr_ratio = 0.01

@@ -12,8 +12,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Plain dB MFCC (no batch norm): the codebook is fitted once on these frames.
     config.model.frontend = ml_collections.ConfigDict(dict(name="mfcc", n_mels=96, n_mfcc=90,
                                                            normalize="none"))
+    # Soft assignment; the temperature (squared-distance units) is about the mean squared
+    # distance of an MFCC frame to its nearest centroid on synth (3,100).
     config.model.summary = ml_collections.ConfigDict(dict(name="bof", k=256, soft=True,
-                                                          temperature=1.0))
+                                                          temperature=3000.0))
     config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=128, dropout=0.3))
     config.kmeans.pca_components = 0
     return config

@@ -9,6 +9,6 @@ from tagjax.configs import common
 def get_config() -> ml_collections.ConfigDict:
     config = common.base_config("mfcc_lstm")
     config.model.frontend = ml_collections.ConfigDict(dict(name="mfcc", n_mels=96, n_mfcc=90))
-    config.model.summary = ml_collections.ConfigDict(dict(name="lstm", hidden=64, num_layers=2))
-    config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=64, dropout=0.3))
+    config.model.summary = ml_collections.ConfigDict(dict(name="lstm", hidden=128, num_layers=2))
+    config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=128, dropout=0.3))
     return config

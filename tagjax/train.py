@@ -47,6 +47,10 @@ def _sources(config: ml_collections.ConfigDict) -> tuple[dict[str, Any], list[st
     """The train/valid/test data sources of the configured data set, and its tag names."""
     dataset = config.dataset
     kwargs = dict(dataset.get("builder_kwargs", {}) or {})
+    # Paths of the local data sets: MagnaTagATune's download, your own folder and its CSV.
+    for key in ("manual_dir", "directory", "csv_path"):
+        if dataset.get(key):
+            kwargs[key] = os.path.expanduser(dataset[key])
     sources, tags = {}, None
     for split in ("train", "valid", "test"):
         sources[split], split_tags = tj_data.get_source(

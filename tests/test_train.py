@@ -136,3 +136,22 @@ def test_config_names_and_paths_resolve():
     assert train.resolve_config_argument(["prog", f"--config={path}"])[1] == f"--config={path}"
     with pytest.raises(SystemExit, match="available configs: cnn_bof, cnn_lstm, crnn, fcn"):
         train.resolve_config_argument(["prog", "--config", "no_such_config"])
+
+
+def test_transfer_learning_freezes_the_transplanted_front_end(trained_run, synth_tiny_dir,
+                                                              tmp_path):
+    # The slides' CNN + BoF on a trained CNN + LSTM front end used as a black box.
+    config = tiny_config("cnn_bof", synth_tiny_dir, num_epochs=1, init_from=trained_run)
+    workdir = str(tmp_path / "transfer")
+    train.train_and_evaluate(config, workdir)
+    _, source, _ = train.restore_model(trained_run)
+    _, target, _ = train.restore_model(workdir)
+    for collection in ("params", "batch_stats"):
+        jax.tree.map(np.testing.assert_array_equal, target[collection]["frontend"],
+                     source[collection]["frontend"])
+    init_key, _ = jax.random.split(jax.random.PRNGKey(config.seed))  # as create_state
+    initial = train._init_variables(train.tj_models.build(train._model_config(config, 32)),
+                                    config, init_key)
+    head_moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(),
+                              target["params"]["head"], initial["params"]["head"])
+    assert max(jax.tree.leaves(head_moved)) > 0

@@ -1,0 +1,104 @@
+"""Clips per second of the jitted training step of each config, compile time apart.
+
+The step is `tagjax.train.make_train_step` as the trainer runs it (log-mel or MFCC inside,
+forward, binary cross-entropy, backward, AdamW update, batch statistics), on batches of random
+crops at the config's crop length. The input pipeline's rate (`benchmarks/input_pipeline.py`)
+is printed beside it when its JSON exists, so the two can be compared: the pipeline should
+deliver more clips per second than the step consumes.
+
+    python benchmarks/train_step.py [--configs cnn_lstm,mfcc_lstm] [--batch 16] [--repeats 10]
+        [--out benchmarks/results/train_step.json]
+"""
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tagjax import train
+
+CONFIGS = ("cnn_lstm", "cnn_bof", "mfcc_lstm", "mfcc_bof", "fcn", "crnn", "short_res")
+NUM_TAGS = 32  # the synth data set's
+
+
+def time_config(name: str, batch: int, repeats: int) -> dict:
+    config = importlib.import_module(f"tagjax.configs.{name}").get_config()
+    config.batch_size = batch
+    model = train.tj_models.build(train._model_config(config, NUM_TAGS))
+    variables = train._init_variables(model, config, jax.random.PRNGKey(0))
+    params = variables.pop("params")
+    tx = train._optimizer(config, steps_per_epoch=100, params=params)
+    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                             model_state=variables, opt_state=tx.init(params),
+                             rng=jax.random.PRNGKey(1))
+    step = jax.jit(train.make_train_step(model, tx), donate_argnums=0)
+    rng = np.random.default_rng(0)
+    crop = train._crop_samples(config)
+    batches = [{"audio": jnp.asarray(0.1 * rng.standard_normal((batch, crop), np.float32)),
+                "labels": jnp.asarray(rng.integers(0, 2, (batch, NUM_TAGS)).astype(np.float32))}
+               for _ in range(2)]
+    start = time.perf_counter()
+    compiled = step.lower(state, batches[0]).compile()
+    compile_s = time.perf_counter() - start
+    state, metrics = compiled(state, batches[0])  # warm-up
+    jax.block_until_ready(metrics)
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batches[i % 2])
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {"config": name, "batch": batch, "crop_seconds": config.crop_seconds,
+            "compile_s": compile_s, "step_ms": 1000 * median,
+            "clips_per_second": batch / median,
+            "params": int(sum(x.size for x in jax.tree.leaves(state.params)))}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
+                                                      "train_step.json"))
+    args = parser.parse_args(argv)
+    rows = [time_config(name, args.batch, args.repeats) for name in args.configs.split(",")]
+
+    pipeline_path = os.path.join(os.path.dirname(args.out), "input_pipeline.json")
+    pipeline_rate = None
+    if os.path.exists(pipeline_path):
+        with open(pipeline_path) as f:
+            pipeline = json.load(f)
+        rates = [row.get("clips_per_s") for row in pipeline.get("pipeline", [])
+                 if isinstance(row, dict) and row.get("clips_per_s")]
+        pipeline_rate = min(rates) if rates else None
+
+    device = jax.devices()[0]
+    print(f"train step on {device.platform} ({device.device_kind}), batch {args.batch}, "
+          f"median of {args.repeats}")
+    print(f"{'config':<10} {'crop s':>6} {'params':>9} {'compile s':>9} {'step ms':>8} "
+          f"{'clips/s':>8} {'pipeline/step':>13}")
+    for row in rows:
+        ratio = (f"{pipeline_rate / row['clips_per_second']:.1f}x" if pipeline_rate else "n/a")
+        print(f"{row['config']:<10} {row['crop_seconds']:>6.2f} {row['params']:>9,} "
+              f"{row['compile_s']:>9.1f} {row['step_ms']:>8.1f} {row['clips_per_second']:>8.1f} "
+              f"{ratio:>13}")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"device": str(device), "platform": platform.platform(),
+                   "cpus": os.cpu_count(), "jax": jax.__version__,
+                   "slowest_pipeline_clips_per_second": pipeline_rate, "results": rows}, f,
+                  indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
