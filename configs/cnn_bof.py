@@ -14,10 +14,9 @@ from tagjax.configs import cnn_lstm, common
 def get_config() -> ml_collections.ConfigDict:
     config = common.base_config("cnn_bof")
     config.model.frontend = ml_collections.ConfigDict(cnn_lstm.CNN_FRONTEND)
-    # Soft assignment; the temperature (squared-distance units) is about the mean squared
-    # distance of a frame of the freshly initialised CNN to its nearest centroid on synth (72);
-    # a transplanted front end has its own scale (set it with --config.model.summary.temperature).
+    # Soft assignment; temperature 0: the mean squared distance of a training frame to its
+    # centroid, measured when the codebook is fitted.
     config.model.summary = ml_collections.ConfigDict(dict(name="bof", k=256, soft=True,
-                                                          temperature=70.0))
+                                                          temperature=0.0))
     config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=128, dropout=0.3))
     return config

@@ -12,10 +12,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Plain dB MFCC (no batch norm): the codebook is fitted once on these frames.
     config.model.frontend = ml_collections.ConfigDict(dict(name="mfcc", n_mels=96, n_mfcc=90,
                                                            normalize="none"))
-    # Soft assignment; the temperature (squared-distance units) is about the mean squared
-    # distance of an MFCC frame to its nearest centroid on synth (3,100).
+    # Soft assignment; temperature 0: the mean squared distance of a training frame to its
+    # centroid, measured when the codebook is fitted.
     config.model.summary = ml_collections.ConfigDict(dict(name="bof", k=256, soft=True,
-                                                          temperature=3000.0))
+                                                          temperature=0.0))
     config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=128, dropout=0.3))
     config.kmeans.pca_components = 0
     return config

@@ -170,7 +170,10 @@ def _fit_bag_of_frames(model, variables, config, source) -> dict:
         frames = np.asarray(pca_transform(pca, frames))
     km = kmeans_fit(jax.random.PRNGKey(config.seed), frames, config.model.summary.k,
                     n_iter=config.kmeans.n_iter)
-    return tj_models.set_kmeans(variables, km, pca=pca)
+    # The mean squared distance of a frame to its centroid: the scale a soft assignment with
+    # `temperature=0` uses.
+    return tj_models.set_kmeans(variables, km, pca=pca,
+                                temperature=float(km.inertia) / len(frames))
 
 
 def _transplant_frontend(variables: dict, init_from: str) -> dict:

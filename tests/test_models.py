@@ -454,10 +454,10 @@ def test_variables_are_plain_pytrees():
 # Bag of frames: the frozen codebook
 
 
-def _fitted_bof_model(use_pca, soft=False, k=4, normalize="none"):
+def _fitted_bof_model(use_pca, soft=False, k=4, normalize="none", temperature=50.0):
     frontend_config = {**FRONTENDS["logmel"], "normalize": normalize}
     model = tjm.build(dict(frontend=frontend_config,
-                           summary=dict(name="bof", k=k, soft=soft, temperature=50.0),
+                           summary=dict(name="bof", k=k, soft=soft, temperature=temperature),
                            head=dict(name="linear"), num_tags=NUM_TAGS, sample_rate=SR))
     audio = _audio(batch=3)
     variables = _init(model, audio)
@@ -501,6 +501,16 @@ def test_soft_bag_of_frames_trains_the_front_end(soft):
                         for g in jax.tree_util.tree_leaves(grads["frontend"]))
     assert np.isfinite(frontend_norm)
     assert (frontend_norm > 0) == soft  # hard counts are piecewise constant
+
+
+def test_soft_bag_of_frames_with_the_temperature_stored_by_set_kmeans():
+    model, audio, variables, frames, km, _ = _fitted_bof_model(False, soft=True, temperature=0.0)
+    temperature = float(km.inertia) / (frames.shape[0] * frames.shape[1])
+    fitted = tjm.set_kmeans(variables, km, temperature=temperature)
+    got = jit(lambda v, a: model.apply(v, a, method=model.embed))(fitted, audio)
+    want = features.bag_of_frames(km, frames, soft=True, temperature=temperature)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert not np.allclose(got, features.bag_of_frames(km, frames), atol=1e-3)  # really soft
 
 
 def test_set_kmeans_errors():

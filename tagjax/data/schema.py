@@ -1,8 +1,8 @@
 """The example schema every tagjax data set shares, so one input pipeline reads them all.
 
 Each example is one track:
-- `audio`: `(samples,)` int16 PCM, mono, at `SAMPLE_RATE` (compact: the full MagnaTagATune set
-  is about 12 GB as float32 and a quarter of that as int16);
+- `audio`: `(samples,)` int16 PCM, mono, at `SAMPLE_RATE` (compact: MagnaTagATune's 25,863
+  clips are about 12e9 samples, 48 GB as float32 and half that as int16);
 - `labels`: `(num_tags,)` uint8 multi-hot, in the order of the builder's tag list;
 - `id`: the track's identifier (a clip id, or a path relative to the data set's root).
 

@@ -6,6 +6,7 @@ training frames and then frozen), a recurrent network read sequence-to-one, or p
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from tagjax import features
@@ -150,7 +151,9 @@ class BagOfFrames(nn.Module):
         the frames, so a front end before it can be trained; hard counts otherwise.
       temperature: softness of the soft assignment, in squared-distance units: the mean
         squared distance of a frame to its centroid (`km.inertia / n_frames`) is a natural
-        scale; much smaller values make the soft histogram the hard one.
+        scale; much smaller values make the soft histogram the hard one. 0 takes the
+        `temperature` that `set_kmeans` stored beside the codebook (the trainer stores the
+        fitted mean squared distance), so the scale follows the frames it was fitted on.
     """
 
     k: int = 1024
@@ -171,5 +174,20 @@ class BagOfFrames(nn.Module):
                 for field in features.PCA._fields
             })
             x = features.pca_transform(pca, x)
+        fitted_temperature = self.variable(
+            KMEANS_COLLECTION, "temperature", jnp.ones, (), jnp.float32).value
         codebook = features.KMeans(centroids=centroids, inertia=inertia, n_iter=n_iter)
-        return features.bag_of_frames(codebook, x, soft=self.soft, temperature=self.temperature)
+        if not self.soft:
+            return features.bag_of_frames(codebook, x)
+        if self.temperature > 0:
+            return features.bag_of_frames(codebook, x, soft=True, temperature=self.temperature)
+        return _soft_bag_of_frames(codebook, x, fitted_temperature)
+
+
+def _soft_bag_of_frames(km, x, temperature):
+    """`bag_of_frames(soft=True)` with a traced temperature: the frame mean of
+    `softmax(-|x - c|^2 / temperature)`, `(batch, frames, dim)` -> `(batch, k)`."""
+    c = km.centroids
+    d2 = (jnp.sum(x * x, axis=-1, keepdims=True) - 2.0 * jnp.einsum("...d,kd->...k", x, c)
+          + jnp.sum(c * c, axis=-1))
+    return jnp.mean(jax.nn.softmax(-d2 / temperature, axis=-1), axis=-2)

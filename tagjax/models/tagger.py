@@ -153,7 +153,7 @@ def predict_proba(model: nn.Module, variables, audio):
     return jax.nn.sigmoid(model.apply(variables, audio, train=False))
 
 
-def set_kmeans(variables, km, pca=None):
+def set_kmeans(variables, km, pca=None, temperature=None):
     """Puts a fitted bag-of-frames codebook (and optional PCA) into a model's variables.
 
     Args:
@@ -162,6 +162,9 @@ def set_kmeans(variables, km, pca=None):
         `pca_transform` when `pca` is given), or a `MiniBatchKMeansState`.
       pca: a `tj.features.PCA` fitted on the same frames, or None (a PCA set before is then
         removed).
+      temperature: the soft assignment's temperature for a summary built with
+        `temperature=0`, in squared-distance units (e.g. `km.inertia / n_frames`); None keeps
+        the one stored before (1.0 initially).
 
     Returns:
       New variables (the input is not modified) with the `kmeans` collection replaced.
@@ -205,6 +208,8 @@ def set_kmeans(variables, km, pca=None):
     slot["inertia"] = jnp.asarray(getattr(km, "inertia", jnp.nan), jnp.float32)
     slot["n_iter"] = jnp.asarray(
         km.n_iter if hasattr(km, "n_iter") else km.n_steps, jnp.int32)
+    if temperature is not None:
+        slot["temperature"] = jnp.asarray(temperature, jnp.float32)
     if pca is not None:
         for field in features.PCA._fields:
             slot[PCA_PREFIX + field] = jnp.asarray(getattr(pca, field))
