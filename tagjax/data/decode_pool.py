@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import tqdm
 
-from tagjax.data import schema
+from tagjax.data import schema, tfds_compat
 from tagjax.data.audio import AudioDecodeError, load_audio
 
 # Files in flight per worker: enough to keep every worker busy, few enough to bound memory.
@@ -174,3 +174,34 @@ def report_skipped(
     metadata.setdefault("skipped", []).extend(
         {"split": split, **record.to_json()} for record in skipped
     )
+
+
+class PooledDecoding:
+    """Mixin for a TFDS builder whose splits decode audio files: one `DecodePool` per build.
+
+    The builder calls `_init_decoding(decode_workers)` in its `__init__` and decodes with
+    `self._decode(jobs, ...)`, which uses the build's pool, or a pool of its own outside a build.
+    """
+
+    def _init_decoding(self, decode_workers: int | None) -> None:
+        self._decode_workers = decode_workers
+        self._pool = None
+        # TFDS pickles a builder as its constructor arguments.
+        self._original_state.update(decode_workers=decode_workers)
+
+    def download_and_prepare(self, **kwargs):
+        # One pool of decoding processes for all the splits; splits past 1 GB without TensorFlow.
+        with tfds_compat.local_shuffle_files(), DecodePool(self._decode_workers) as pool:
+            self._pool = pool
+            try:
+                super().download_and_prepare(**kwargs)
+            finally:
+                self._pool = None
+
+    def _decode(self, jobs, **kwargs):
+        """`DecodePool.decode` in the build's pool (or a pool of its own outside a build)."""
+        if self._pool is not None:
+            yield from self._pool.decode(jobs, **kwargs)
+            return
+        with DecodePool(self._decode_workers) as pool:
+            yield from pool.decode(jobs, **kwargs)

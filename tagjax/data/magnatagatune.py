@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tagjax.data import decode_pool, schema, tfds_compat
+from tagjax.data import decode_pool, schema
 
 ANNOTATIONS_FILE = "annotations_final.csv"
 
@@ -140,7 +140,7 @@ class MagnatagatuneConfig(tfds.core.BuilderConfig):
     min_seconds: float | None = CLEAN_MIN_SECONDS
 
 
-class Magnatagatune(tfds.core.GeneratorBasedBuilder):
+class Magnatagatune(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
     """MagnaTagATune with its top-50 tags (see the module docstring).
 
     Args:
@@ -172,30 +172,7 @@ class Magnatagatune(tfds.core.GeneratorBasedBuilder):
     def __init__(self, *, decode_workers: int | None = None, **kwargs):
         kwargs.setdefault("file_format", "array_record")
         super().__init__(**kwargs)
-        self._decode_workers = decode_workers
-        self._pool = None
-        # TFDS pickles a builder as its constructor arguments.
-        self._original_state.update(decode_workers=decode_workers)
-
-    def download_and_prepare(self, **kwargs):
-        # One pool of decoding processes for all the splits; splits past 1 GB without TensorFlow.
-        with (
-            tfds_compat.local_shuffle_files(),
-            decode_pool.DecodePool(self._decode_workers) as pool,
-        ):
-            self._pool = pool
-            try:
-                super().download_and_prepare(**kwargs)
-            finally:
-                self._pool = None
-
-    def _decode(self, jobs, **kwargs):
-        """`DecodePool.decode` in the build's pool (or a pool of its own outside a build)."""
-        if self._pool is not None:
-            yield from self._pool.decode(jobs, **kwargs)
-            return
-        with decode_pool.DecodePool(self._decode_workers) as pool:
-            yield from pool.decode(jobs, **kwargs)
+        self._init_decoding(decode_workers)
 
     def _info(self) -> tfds.core.DatasetInfo:
         metadata = schema.metadata(list(TOP50_TAGS))
