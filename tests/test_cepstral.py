@@ -9,20 +9,13 @@ import numpy as np
 import pytest
 import scipy.fft
 import signals
+from assertions import assert_close_to_peak
 
 from tagjax import features as tjf
 
 DCT_TOL = 1e-5  # of the reference's peak magnitude, float32
 MFCC_TOL = 1e-4  # of the reference's peak magnitude (the bound)
 TRANSFORM_TOL = 1e-6  # eager vs jit vs vmap: the same float32 operations, a few ulps apart
-
-
-def assert_close_to_peak(actual, expected, tol):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape
-    peak = np.abs(expected).max()
-    error = np.abs(actual - expected).max()
-    assert error <= tol * peak, f"max error {error:.3g} > {tol:g} x peak {peak:.3g}"
 
 
 @pytest.mark.parametrize("shape,axis", [((1,), -1), ((13,), 0), ((7, 96), -1), ((40, 7), 0),

@@ -8,20 +8,13 @@ import librosa
 import numpy as np
 import pytest
 import signals
+from assertions import assert_close_to_peak
 
 from tagjax import features as tjf
 
 SPECTRUM_TOL = 1e-5  # of the reference's peak magnitude, float32 (the bound)
 DB_TOL = 1e-3  # dB: the onset envelope is a mean of differences of dB values
 TRANSFORM_TOL = 1e-6  # eager vs jit vs vmap: the same float32 operations, a few ulps apart
-
-
-def assert_close_to_peak(actual, expected, tol):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape
-    peak = np.abs(expected).max()
-    error = np.abs(actual - expected).max()
-    assert error <= tol * peak, f"max error {error:.3g} > {tol:g} x peak {peak:.3g}"
 
 
 # --- chroma --------------------------------------------------------------------------------

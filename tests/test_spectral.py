@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.signal
 import signals
+from assertions import assert_close_to_peak
 
 from tagjax import features as tjf
 
@@ -19,14 +20,6 @@ SPECTRUM_TOL = 1e-5
 DFT_TOL = 1e-4
 # Eager, jit and vmap run the same float32 operations, possibly fused or reordered: a few ulps.
 TRANSFORM_TOL = 1e-6
-
-
-def assert_close_to_peak(actual, expected, tol):
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape
-    peak = np.abs(expected).max()
-    error = np.abs(actual - expected).max()
-    assert error <= tol * peak, f"max error {error:.3g} > {tol:g} x peak {peak:.3g}"
 
 
 def librosa_stft(x, **kwargs):
