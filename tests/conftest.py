@@ -3,6 +3,7 @@ import sys
 import tempfile
 
 import pytest
+import threadpoolctl
 
 # Tests run on the CPU with 4 virtual devices so data-parallel code can be checked without a GPU.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -37,3 +38,12 @@ def trained_run(synth_tiny_dir, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("trained_run"))
     train.train_and_evaluate(tiny_config("cnn_lstm", synth_tiny_dir), workdir)
     return workdir
+
+
+@pytest.fixture
+def one_thread_for_blas_and_openmp():
+    """scikit-learn's OpenMP and BLAS thread pools (and the OpenBLAS behind JAX's CPU LAPACK)
+    spin against XLA's threads on a small shared machine: 20 small KMeans fits took 11 s
+    instead of 0.3 s here. One thread is plenty at these sizes."""
+    with threadpoolctl.threadpool_limits(1):
+        yield

@@ -14,7 +14,6 @@ import signals
 import sklearn.cluster
 import sklearn.datasets
 import sklearn.metrics
-import threadpoolctl
 
 from tagjax import features as tjf
 
@@ -27,13 +26,7 @@ MINIBATCH_TOL = 0.05
 N_SEEDS = 20
 
 
-@pytest.fixture(autouse=True)
-def one_thread_for_blas_and_openmp():
-    """scikit-learn's OpenMP and BLAS thread pools (and the OpenBLAS behind JAX's CPU LAPACK)
-    spin against XLA's threads on a small shared machine: 20 small KMeans fits took 11 s
-    instead of 0.3 s here. One thread is plenty at these sizes."""
-    with threadpoolctl.threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread_for_blas_and_openmp")
 
 
 @functools.cache

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import signals
 import sklearn.decomposition
-import threadpoolctl
 
 from tagjax import features as tjf
 
@@ -30,13 +29,7 @@ RELATIVE_TOL = 1e-4
 WEYL_TOL = 10 * np.finfo(np.float32).eps
 
 
-@pytest.fixture(autouse=True)
-def one_thread_for_blas_and_openmp():
-    """scikit-learn's OpenMP and BLAS thread pools (and the OpenBLAS behind JAX's CPU LAPACK)
-    spin against XLA's threads on a small shared machine: 20 small KMeans fits took 11 s
-    instead of 0.3 s here. One thread is plenty at these sizes."""
-    with threadpoolctl.threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread_for_blas_and_openmp")
 
 
 @functools.cache
