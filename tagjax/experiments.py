@@ -67,6 +67,15 @@ def run_experiments(out: str, configs: list[str], overrides: list[str]) -> dict:
     return reports
 
 
+def load_baseline(path: str) -> dict | None:
+    """The test scores (`roc_auc`, `pr_auc`) in `benchmarks/synth_baseline.py`'s JSON, if any."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        scores = json.load(f)["results"]["tagjax"]
+    return {"roc_auc": scores["test_macro_roc_auc"], "pr_auc": scores["test_macro_pr_auc"]}
+
+
 def markdown_table(reports: dict, baseline: dict | None) -> str:
     lines = ["| pipeline | test ROC-AUC | test PR-AUC | slides' ROC-AUC (MagnaTagATune) |",
              "|---|---|---|---|"]
@@ -91,7 +100,7 @@ def bar_chart(reports: dict, baseline: dict | None, path: str) -> None:
     pr = [reports[n]["pr_auc"] for n in names]
     slides = [SLIDES_ROC_AUC.get(n, np.nan) for n in names]
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5))
     ax.bar(x - 0.27, roc, 0.27, label="tagjax test ROC-AUC")
     ax.bar(x, pr, 0.27, label="tagjax test PR-AUC")
     ax.bar(x + 0.27, slides, 0.27, label="slides' ROC-AUC (MagnaTagATune)")
@@ -101,7 +110,7 @@ def bar_chart(reports: dict, baseline: dict | None, path: str) -> None:
     ax.set_xticks(x, names)
     ax.set_ylim(0, 1)
     ax.set_ylabel("macro score over tags")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=8)
     ax.set_title("The slides' four pipelines on the same data")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -119,10 +128,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     reports = run_experiments(args.out, args.configs.split(","), args.set)
-    baseline = None
-    if os.path.exists(args.baseline):
-        with open(args.baseline) as f:
-            baseline = json.load(f)
+    baseline = load_baseline(args.baseline)
     table = markdown_table(reports, baseline)
     with open(os.path.join(args.out, "experiments.md"), "w") as f:
         f.write(table + "\n")

@@ -1,0 +1,63 @@
+"""`python -m tagjax.experiments`: finished runs are reused, the others trained (the transfer run
+on the trained `cnn_lstm` front end), and the table and chart name the baseline."""
+
+import json
+import shutil
+
+from tagjax import experiments
+
+# `tests/runs.py`'s tiny `cnn_bof`, as `--set` overrides of every run.
+TINY_CNN_BOF = {
+    "dataset.config": "tiny",
+    "num_epochs": 1,
+    "batch_size": 4,
+    "eval_batch_size": 8,
+    "crop_seconds": 1.0,
+    "eval_chunks": 2,
+    "progress": False,
+    "kmeans.fit_clips": 8,
+    "kmeans.frames_per_batch": 64,
+    "model.frontend.channels": [4, 4, 4, 4, 4],
+    "model.summary.k": 8,
+    "model.head.hidden": 8,
+}
+
+
+def test_experiments_reuse_finished_runs_train_the_rest_and_report(
+    trained_run, synth_tiny_dir, tmp_path, capsys
+):
+    out = tmp_path / "experiments"
+    shutil.copytree(trained_run, out / "cnn_lstm")
+    baseline = tmp_path / "synth_baseline.json"
+    baseline.write_text(json.dumps(
+        {"results": {"tagjax": {"test_macro_roc_auc": 0.875, "test_macro_pr_auc": 0.625}}}
+    ))
+    overrides = [f"dataset.data_dir={synth_tiny_dir}"]
+    overrides += [f"{key}={json.dumps(value)}" for key, value in TINY_CNN_BOF.items()]
+    argv = ["--out", str(out), "--configs", "cnn_lstm,cnn_bof_transfer",
+            "--baseline", str(baseline)]
+    for override in overrides:
+        argv += ["--set", override]
+
+    experiments.main(argv)
+    printed = capsys.readouterr().out
+    assert "cnn_lstm: reusing" in printed
+    assert "cnn_bof_transfer: reusing" not in printed
+    transfer_config = json.loads((out / "cnn_bof_transfer" / "config.json").read_text())["train"]
+    assert transfer_config["init_from"] == str(out / "cnn_lstm")
+    assert transfer_config["freeze_frontend"] is True
+
+    rows = (out / "experiments.md").read_text().splitlines()
+    assert len(rows) == 2 + 3  # header, rule, two runs and the baseline
+    for name in ("cnn_lstm", "cnn_bof_transfer"):
+        report = json.loads((out / name / "results.json").read_text())
+        row = f"| {name} | {report['roc_auc']:.4f} | {report['pr_auc']:.4f} | " \
+              f"{experiments.SLIDES_ROC_AUC[name]:.2f} |"
+        assert row in rows
+    assert rows[-1].startswith("| baseline") and "| 0.8750 | 0.6250 |" in rows[-1]
+    assert (out / "experiments.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    experiments.main(argv)  # everything finished: nothing trains again, the same table
+    printed = capsys.readouterr().out
+    assert "cnn_bof_transfer: reusing" in printed
+    assert (out / "experiments.md").read_text().splitlines() == rows
