@@ -3,6 +3,8 @@ loss stops the run with the last good checkpoint intact, data parallelism matche
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -136,6 +138,20 @@ def test_config_names_and_paths_resolve():
     assert train.resolve_config_argument(["prog", f"--config={path}"])[1] == f"--config={path}"
     with pytest.raises(SystemExit, match="available configs: cnn_bof, cnn_lstm, crnn, fcn"):
         train.resolve_config_argument(["prog", "--config", "no_such_config"])
+
+
+def test_configs_resolve_from_a_source_checkout_as_well_as_installed():
+    # `python -m tagjax.train` in the repository imports tagjax from the working directory, not
+    # from site-packages: the source package must hold the configs too (tagjax/configs ->
+    # ../configs), or the README's first command fails after a plain `pip install .`.
+    repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in train.available_configs():
+        assert os.path.samefile(os.path.join(repository, "tagjax", "configs", f"{name}.py"),
+                                os.path.join(repository, "configs", f"{name}.py"))
+    command = [sys.executable, "-c", "import tagjax.configs.cnn_lstm as c; print(c.__file__)"]
+    printed = subprocess.run(command, cwd=repository, capture_output=True, text=True, check=True)
+    assert os.path.samefile(printed.stdout.strip(),
+                            os.path.join(repository, "configs", "cnn_lstm.py"))
 
 
 def test_transfer_learning_freezes_the_transplanted_front_end(trained_run, synth_tiny_dir,
