@@ -381,11 +381,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     progress = tqdm(total=total_steps, initial=step, disable=not is_main or not config.progress,
                     desc=os.path.basename(os.path.normpath(workdir)), unit="step")
     window_loss, window_clips, window_start = [], 0, time.perf_counter()
+    batch = next(train_iter) if step < total_steps else None
     try:
         while step < total_steps:
-            batch = next(train_iter)
             state, step_metrics = train_step(
                 state, {"audio": put_batch(batch["audio"]), "labels": put_batch(batch["labels"])})
+            # The step runs asynchronously: read the next batch meanwhile. A checkpoint after
+            # this step records the input position before that read.
+            saves = ((step + 1) % steps_per_epoch == 0
+                     or (step + 1) % config.checkpoint_every_steps == 0 or step + 1 == total_steps)
+            position = train_iter.get_state() if saves else None
+            batch = next(train_iter) if step + 1 < total_steps else None
             loss = float(step_metrics["loss"])
             if not math.isfinite(loss):
                 last = checkpoints.latest_step()
@@ -421,9 +427,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                f"ROC-AUC {report['roc_auc']:.4f}  PR-AUC {report['pr_auc']:.4f}")
                 if report["roc_auc"] > meta["best_valid_roc_auc"]:
                     meta["best_valid_roc_auc"], meta["best_step"] = report["roc_auc"], step
-                    checkpoints.save_best(step, state, train_iter.get_state(), dict(meta))
-            if end_of_epoch or step % config.checkpoint_every_steps == 0 or step == total_steps:
-                checkpoints.save_latest(step, state, train_iter.get_state(), dict(meta))
+                    checkpoints.save_best(step, state, position, dict(meta))
+            if saves:
+                checkpoints.save_latest(step, state, position, dict(meta))
             if step_hook is not None:
                 step_hook(step)
         progress.close()
