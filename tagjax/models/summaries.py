@@ -6,7 +6,6 @@ training frames and then frozen), a recurrent network read sequence-to-one, or p
 """
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from tagjax import features
@@ -177,17 +176,5 @@ class BagOfFrames(nn.Module):
         fitted_temperature = self.variable(
             KMEANS_COLLECTION, "temperature", jnp.ones, (), jnp.float32).value
         codebook = features.KMeans(centroids=centroids, inertia=inertia, n_iter=n_iter)
-        if not self.soft:
-            return features.bag_of_frames(codebook, x)
-        if self.temperature > 0:
-            return features.bag_of_frames(codebook, x, soft=True, temperature=self.temperature)
-        return _soft_bag_of_frames(codebook, x, fitted_temperature)
-
-
-def _soft_bag_of_frames(km, x, temperature):
-    """`bag_of_frames(soft=True)` with a traced temperature: the frame mean of
-    `softmax(-|x - c|^2 / temperature)`, `(batch, frames, dim)` -> `(batch, k)`."""
-    c = km.centroids
-    d2 = (jnp.sum(x * x, axis=-1, keepdims=True) - 2.0 * jnp.einsum("...d,kd->...k", x, c)
-          + jnp.sum(c * c, axis=-1))
-    return jnp.mean(jax.nn.softmax(-d2 / temperature, axis=-1), axis=-2)
+        temperature = self.temperature if self.temperature > 0 else fitted_temperature
+        return features.bag_of_frames(codebook, x, soft=self.soft, temperature=temperature)
