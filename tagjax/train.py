@@ -388,8 +388,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 state, {"audio": put_batch(batch["audio"]), "labels": put_batch(batch["labels"])})
             # The step runs asynchronously: read the next batch meanwhile. A checkpoint after
             # this step records the input position before that read.
-            saves = ((step + 1) % steps_per_epoch == 0
-                     or (step + 1) % config.checkpoint_every_steps == 0 or step + 1 == total_steps)
+            end_of_epoch = (step + 1) % steps_per_epoch == 0
+            saves = (end_of_epoch or (step + 1) % config.checkpoint_every_steps == 0
+                     or step + 1 == total_steps)
             position = train_iter.get_state() if saves else None
             batch = next(train_iter) if step + 1 < total_steps else None
             loss = float(step_metrics["loss"])
@@ -415,7 +416,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 window_loss, window_clips, window_start = [], 0, time.perf_counter()
             progress.update(1)
 
-            end_of_epoch = step % steps_per_epoch == 0
             if end_of_epoch:
                 meta["epoch"] = step // steps_per_epoch
                 report = evaluate(predict, state.variables(),
