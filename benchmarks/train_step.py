@@ -32,12 +32,14 @@ def time_config(name: str, batch: int, repeats: int) -> dict:
     config = importlib.import_module(f"tagjax.configs.{name}").get_config()
     config.batch_size = batch
     model = train.tj_models.build(train._model_config(config, NUM_TAGS))
-    variables = train._init_variables(model, config, jax.random.PRNGKey(0))
-    params = variables.pop("params")
-    tx = train._optimizer(config, steps_per_epoch=100, params=params)
-    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                             model_state=variables, opt_state=tx.init(params),
-                             rng=jax.random.PRNGKey(1))
+
+    def tx_fn(params):
+        return train._optimizer(config, steps_per_epoch=100, params=params)
+
+    # The trainer's initial state; a bag-of-frames codebook is left unfitted (its cost per step
+    # does not depend on the centroids' values).
+    state = train.create_state(model, config, tx_fn, sources=None, fit_statistics=False)
+    tx = tx_fn(state.params)
     step = jax.jit(train.make_train_step(model, tx), donate_argnums=0)
     rng = np.random.default_rng(0)
     crop = train._crop_samples(config)
