@@ -5,14 +5,16 @@ config; `available()` lists the names. Importing this package registers the buil
 components:
 
 - front ends: `logmel`, `mfcc`, `fcn` (Choi's FCN-5, clip vector), `cnn5` (Choi's CNN as a
-  frame encoder), `short_chunk_resnet` (Won et al.'s ShortChunkCNN_Res, clip vector);
+  frame encoder), `short_chunk_resnet` (Won et al.'s ShortChunkCNN_Res, clip vector),
+  `musicnn` (Pons and Serra's musicnn, frames) and `musicnn_vgg` (their VGG, clip vector);
 - summaries: `mean`, `max`, `meanmax`, `lstm`, `gru`, `bof`, `none` (for clip vectors);
-- heads: `linear`, `mlp`.
+- heads: `linear`, `mlp`, `musicnn_backend`.
 """
 
 from tagjax.models.cnn import ChoiCNN, ChoiCNNSequence, ChoiFCN
 from tagjax.models.frontends import MFCC, LogMel
 from tagjax.models.heads import LinearHead, MLPHead
+from tagjax.models.musicnn import Musicnn, MusicnnBackend, MusicnnVGG
 from tagjax.models.registry import (
     UnknownComponentError,
     available,
@@ -35,6 +37,9 @@ from tagjax.models.summaries import (
 )
 from tagjax.models.tagger import TaggingModel, build, predict_proba, set_kmeans
 
+# isort: split
+from tagjax.models import pretrained as pretrained
+
 __all__ = [
     "KMEANS_COLLECTION",
     "MFCC",
@@ -50,6 +55,9 @@ __all__ = [
     "MaxPool",
     "MeanMaxPool",
     "MeanPool",
+    "Musicnn",
+    "MusicnnBackend",
+    "MusicnnVGG",
     "NoSummary",
     "ResidualBlock",
     "ShortChunkResNet",

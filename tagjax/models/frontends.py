@@ -5,8 +5,9 @@ The slides' `R = M C` (mel spectrogram) and `X = R V^T` (MFCC), computed inside 
 
 Conventions (all keyword arguments):
 - the power mel spectrogram (`power=2`, squared once; Choi et al.'s released code squared an
-  already-power spectrogram a second time), in decibels `10 log10(max(S, amin))` with
-  `ref=1.0`, `amin=1e-10` and the `top_db` floor taken per example;
+  already-power spectrogram a second time), compressed as `compression` says: "db" (decibels
+  `10 log10(max(S, amin))` with `ref=1.0`, `amin=1e-10` and the `top_db` floor taken per
+  example) or "log1p" (`log10(1 + log_gain S)`, musicnn's "logC" with `log_gain=10000`);
 - the MFCC is librosa's: an orthonormal DCT-II of that dB mel spectrogram, first `n_mfcc`
   coefficients;
 - `normalize` sets how the dB values are scaled for the network: "batchnorm" (batch
@@ -18,20 +19,23 @@ Conventions (all keyword arguments):
 """
 
 import flax.linen as nn
+import jax.numpy as jnp
 
 from tagjax import features
 from tagjax.models.registry import register_frontend
 
 NORMALIZATIONS = ("batchnorm", "batchnorm_global", "none")
+COMPRESSIONS = ("db", "log1p")
 
 
 @register_frontend("logmel")
 class LogMel(nn.Module):
     """Log-mel spectrogram in dB: `(batch, samples)` -> `(batch, frames, n_mels)`.
 
-    `frames = 1 + samples // hop_length` (centred frames). The mel arguments are those of
-    `tj.features.melspectrogram`; the defaults follow Choi et al. at 16 kHz (96 mels, n_fft 512,
-    hop 256) with librosa's Slaney mel scale and area normalisation.
+    `frames = 1 + samples // hop_length` (centred frames; `1 + (samples - n_fft) // hop_length`
+    with `center=False`). The mel arguments are those of `tj.features.melspectrogram`; the
+    defaults follow Choi et al. at 16 kHz (96 mels, n_fft 512, hop 256) with librosa's Slaney
+    mel scale and area normalisation.
 
     Attributes:
       sample_rate: of the input audio, in Hz.
@@ -42,10 +46,18 @@ class LogMel(nn.Module):
       fmax: highest mel band edge, in Hz (None: sample_rate / 2).
       htk: HTK mel scale instead of Slaney's.
       mel_norm: filterbank normalisation, "slaney" or None.
+      center: centre frame `t` on sample `t * hop_length` (padding the ends as `pad_mode`
+        says); False starts frame `t` there, so a chunk cut with `n_fft // 2` samples of the
+        track on its left gives exactly the frames of the whole track's centred spectrogram.
       pad_mode: padding of the centred frames, "constant" (librosa 0.11) or "reflect".
-      top_db: floor at `max - top_db` dB per example; None for no floor.
+      compression: "db" or "log1p" (see the module docstring).
+      top_db: with "db": floor at `max - top_db` dB per example; None for no floor.
+      log_gain: with "log1p": the gain `C` in `log10(1 + C S)`.
       normalize: "batchnorm", "batchnorm_global" or "none" (see the module docstring).
-      bn_momentum: decay of the batch-norm running statistics (0.9 is PyTorch's momentum 0.1).
+      bn_momentum: decay of the batch-norm running statistics (0.9 is PyTorch's momentum 0.1;
+        TensorFlow's layers default to 0.99).
+      bn_epsilon: added to the variance in batch norm (Flax and PyTorch: 1e-5; TensorFlow's
+        layers: 1e-3).
     """
 
     sample_rate: int = 16000
@@ -56,22 +68,31 @@ class LogMel(nn.Module):
     fmax: float | None = None
     htk: bool = False
     mel_norm: str | None = "slaney"
+    center: bool = True
     pad_mode: str = "constant"
+    compression: str = "db"
     top_db: float | None = 80.0
+    log_gain: float = 10000.0
     normalize: str = "batchnorm"
     bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
 
     def log_mel(self, audio):
-        """`(batch, samples)` -> the dB mel spectrogram `(batch, frames, n_mels)`, unnormalised."""
+        """`(batch, samples)` -> the compressed mel spectrogram `(batch, frames, n_mels)`,
+        unnormalised."""
         if audio.ndim != 2:
             raise ValueError(
                 f"{type(self).__name__} expects audio of shape (batch, samples), got {audio.shape}"
             )
-        if audio.shape[-1] < self.n_fft // 2 + 1:
+        shortest = self.n_fft // 2 + 1 if self.center else self.n_fft
+        if audio.shape[-1] < shortest:
             raise ValueError(
                 f"{audio.shape[-1]} samples is too short for n_fft={self.n_fft} frames; give at "
-                f"least {self.n_fft // 2 + 1}"
+                f"least {shortest}"
             )
+        if self.compression not in COMPRESSIONS:
+            raise ValueError(f"unknown compression={self.compression!r}; choose one of "
+                             f"{', '.join(COMPRESSIONS)}")
         mel = features.melspectrogram(
             audio,
             sr=self.sample_rate,
@@ -82,24 +103,23 @@ class LogMel(nn.Module):
             fmax=self.fmax,
             htk=self.htk,
             norm=self.mel_norm,
+            center=self.center,
             pad_mode=self.pad_mode,
             power=2.0,
         )
+        if self.compression == "log1p":
+            # log1p keeps the quiet bins exact in float32, where 1 + C S would round them.
+            return jnp.log1p(self.log_gain * mel) / jnp.log(10.0)
         return features.power_to_db(mel, ref=1.0, amin=1e-10, top_db=self.top_db)
 
     def normalized(self, x, *, train: bool):
         """Scales dB frames `(batch, frames, bins)` for the network, as `normalize` says."""
         if self.normalize == "none":
             return x
-        if self.normalize == "batchnorm":
-            return nn.BatchNorm(
-                use_running_average=not train, momentum=self.bn_momentum, name="input_norm"
-            )(x)
-        if self.normalize == "batchnorm_global":
-            norm = nn.BatchNorm(
-                use_running_average=not train, momentum=self.bn_momentum, name="input_norm"
-            )
-            return norm(x[..., None])[..., 0]
+        if self.normalize in ("batchnorm", "batchnorm_global"):
+            norm = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                                epsilon=self.bn_epsilon, name="input_norm")
+            return norm(x) if self.normalize == "batchnorm" else norm(x[..., None])[..., 0]
         raise ValueError(
             f"unknown normalize={self.normalize!r}; choose one of {', '.join(NORMALIZATIONS)}"
         )
