@@ -1,6 +1,10 @@
 """An index of a music collection: every track's embedding and tag probabilities, in one file.
 
-    python -m tagjax.index PATH... --workdir RUN --out INDEX.npz [--batch-size N] [--hop S]
+    python -m tagjax.index PATH... --out INDEX.npz [--model NAME | --workdir RUN]
+        [--batch-size N] [--hop S]
+
+A new index is built with the pretrained model `musicnn-mtt` unless `--model` or `--workdir`
+names another; an existing index is extended with its own model.
 
 The index is a NumPy `.npz` archive readable with `np.load(path, allow_pickle=False)`:
 
@@ -12,7 +16,8 @@ The index is a NumPy `.npz` archive readable with `np.load(path, allow_pickle=Fa
     probabilities  (N, L) float32  tag probabilities
     tags           (L,)   str      tag names
     model_id       ()     str      fingerprint of the model (config and weights)
-    workdir        ()     str      the training run's work directory
+    workdir        ()     str      the training run's work directory ("" for a pretrained model)
+    model_name     ()     str      the pretrained model's name ("" for a training run)
     hop_seconds    ()     float64  seconds between chunk starts
     format_version ()     int64
 
@@ -36,9 +41,9 @@ import numpy as np
 
 from tagjax import tag as tagging
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 added model_name; version 1 indexes (runs only) still load
 _FIELDS = ("paths", "sizes", "mtimes_ns", "durations", "embeddings", "probabilities", "tags",
-           "model_id", "workdir", "hop_seconds", "format_version")
+           "model_id", "workdir", "hop_seconds", "model_name", "format_version")
 
 
 class IndexMismatchError(ValueError):
@@ -58,8 +63,9 @@ class TrackIndex:
       probabilities: `(N, L)` float32.
       tags: `(L,)` str, the tag names.
       model_id: the model's fingerprint (`tj.tag.model_fingerprint`).
-      workdir: the training run's work directory.
+      workdir: the training run's work directory ("" for a pretrained model).
       hop_seconds: seconds between chunk starts used for every track.
+      model_name: the pretrained model's name ("" for a training run).
     """
 
     paths: np.ndarray
@@ -72,6 +78,7 @@ class TrackIndex:
     model_id: str
     workdir: str
     hop_seconds: float
+    model_name: str = ""
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -84,7 +91,15 @@ class TrackIndex:
                    embeddings=np.zeros((0, tagger.embedding_dim), np.float32),
                    probabilities=np.zeros((0, len(tagger.tags)), np.float32),
                    tags=np.asarray(tagger.tags, str), model_id=tagger.model_id or "",
-                   workdir=tagger.workdir or "", hop_seconds=tagger.hop_seconds)
+                   workdir=tagger.workdir or "", hop_seconds=tagger.hop_seconds,
+                   model_name=tagger.model_name or "")
+
+    @property
+    def model_description(self) -> str:
+        """The index's model in words: a pretrained model's name or a run's directory."""
+        if self.model_name:
+            return f"pretrained model {self.model_name} ({self.model_id})"
+        return f"model {self.model_id} (work directory {self.workdir})"
 
     def position(self, path: str | os.PathLike) -> int | None:
         """The row of `path` (made absolute), or None if it is not in the index."""
@@ -103,9 +118,11 @@ class TrackIndex:
     def check_compatible(self, tagger: tagging.Tagger) -> None:
         """Raises `IndexMismatchError` unless `tagger` is the model and hop of this index."""
         if tagger.model_id != self.model_id:
+            theirs = (f"pretrained model {tagger.model_name} ({tagger.model_id})"
+                      if tagger.model_name else
+                      f"model {tagger.model_id} (work directory {tagger.workdir})")
             raise IndexMismatchError(
-                f"the index was built with model {self.model_id} (work directory "
-                f"{self.workdir}), but {tagger.workdir} is model {tagger.model_id}: embeddings "
+                f"the index was built with {self.model_description}, not {theirs}: embeddings "
                 f"of different models cannot be compared; build a new index for this model")
         if not np.isclose(tagger.hop_seconds, self.hop_seconds):
             raise IndexMismatchError(
@@ -143,17 +160,21 @@ class TrackIndex:
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise ValueError(f"{path}: not a tagjax index (a single array, not an .npz archive)")
         with archive:
-            missing = [field for field in _FIELDS if field not in archive.files]
+            version = int(archive["format_version"]) if "format_version" in archive.files else 0
+            if version not in (1, FORMAT_VERSION):
+                raise ValueError(f"{path}: index format version {version} is not one this "
+                                 f"tagjax reads (1 or {FORMAT_VERSION})")
+            fields = [f for f in _FIELDS if version > 1 or f != "model_name"]
+            missing = [field for field in fields if field not in archive.files]
             if missing:
                 raise ValueError(f"{path}: not a tagjax index (it lacks {', '.join(missing)})")
-            arrays = {field: archive[field] for field in _FIELDS}
-        if int(arrays.pop("format_version")) != FORMAT_VERSION:
-            raise ValueError(f"{path}: index format version is not {FORMAT_VERSION}")
+            arrays = {field: archive[field] for field in fields}
         index = cls(**{field: arrays[field] for field in ("paths", "sizes", "mtimes_ns",
                                                           "durations", "embeddings",
                                                           "probabilities", "tags")},
                     model_id=str(arrays["model_id"]), workdir=str(arrays["workdir"]),
-                    hop_seconds=float(arrays["hop_seconds"]))
+                    hop_seconds=float(arrays["hop_seconds"]),
+                    model_name=str(arrays.get("model_name", "")))
         n = len(index.paths)
         if (index.embeddings.ndim != 2 or index.probabilities.shape != (n, len(index.tags))
                 or any(len(a) != n for a in (index.sizes, index.mtimes_ns, index.durations,
@@ -250,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              + ", ".join(tagging.AUDIO_EXTENSIONS))
     parser.add_argument("--out", required=True, metavar="INDEX",
                         help="the index file (.npz) to create or extend")
-    tagging.add_model_arguments(parser, workdir_required=False)
+    tagging.add_model_arguments(parser)
     args = parser.parse_args(argv)
 
     index = None
@@ -261,15 +282,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"error: {error}") from None
         if args.hop is None:
             args.hop = index.hop_seconds
-    workdir = args.workdir or (index.workdir if index is not None else None)
-    if workdir is None:
-        parser.error("--workdir is required to create a new index")
+    workdir, model_name = args.workdir, args.model
+    if not (workdir or model_name) and index is not None:
+        # Extending: the index's own model (another one would be refused anyway).
+        workdir, model_name = index.workdir or None, index.model_name or None
     files = tagging.find_audio_files(args.paths)
     if not files:
         print(f"error: no audio files ({', '.join(tagging.AUDIO_EXTENSIONS)}) in "
               f"{', '.join(args.paths)}", file=sys.stderr)
         return 1
-    tagger = tagging.load_tagger(args, workdir)
+    tagger = tagging.load_tagger(args, workdir=workdir, model_name=model_name)
     try:
         index, counts = build_index(tagger, files, index, progress=None,
                                     on_failure=tagging.report_failure)

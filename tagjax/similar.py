@@ -3,8 +3,8 @@
     python -m tagjax.similar QUERY --index INDEX.npz [--top 10] [--tags 5] [--json]
 
 QUERY is a path already in the index (its stored embedding is used, nothing is computed) or any
-other audio file, which is embedded with the index's model (the work directory the index
-remembers, or `--workdir`). The nearest tracks by cosine similarity of their embeddings are
+other audio file, which is embedded with the index's model (the pretrained model or work
+directory the index remembers). The nearest tracks by cosine similarity of their embeddings are
 listed with the top tags they share with the query: a recommendation that needs no listening
 data, only the audio.
 """
@@ -76,12 +76,14 @@ def _query(index: TrackIndex, path: str, args) -> tuple[np.ndarray, np.ndarray, 
     row = index.position(path)
     if row is not None and index.is_current(row):
         return index.embeddings[row], index.probabilities[row], row, "from the index"
-    workdir = args.workdir or index.workdir
-    if not workdir:
-        raise SystemExit(f"error: {path} is not in the index and the index names no work "
-                         f"directory: pass --workdir")
+    workdir, model_name = args.workdir, args.model
+    if not (workdir or model_name):
+        workdir, model_name = index.workdir or None, index.model_name or None
+    if not (workdir or model_name):
+        raise SystemExit(f"error: {path} is not in the index and the index names no model: "
+                         f"pass --workdir or --model")
     args.hop = index.hop_seconds
-    tagger = tagging.load_tagger(args, workdir)
+    tagger = tagging.load_tagger(args, workdir=workdir, model_name=model_name)
     try:
         index.check_compatible(tagger)
     except IndexMismatchError as error:
@@ -105,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tags", type=tagging.positive_int, default=5,
                         help="top tags per track compared for the shared tags (default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    tagging.add_model_arguments(parser, workdir_required=False)
+    tagging.add_model_arguments(parser)
     args = parser.parse_args(argv)
 
     try:

@@ -1,19 +1,21 @@
-"""Tagging your own audio files with a trained run: `Tagger` and `python -m tagjax.tag`.
+"""Tagging your own audio files: `Tagger` and `python -m tagjax.tag`.
 
-    python -m tagjax.tag PATH... --workdir RUN [--top 5] [--json | --csv] [--batch-size N]
-        [--hop SECONDS] [--workers N] [--plot OUT.png]
+    python -m tagjax.tag PATH... [--model NAME | --workdir RUN] [--top 5] [--json | --csv]
+        [--taggram] [--batch-size N] [--hop SECONDS] [--workers N] [--plot OUT.png]
+    python -m tagjax.tag --list-models
 
-    tagger = tj.Tagger.from_workdir("runs/cnn_lstm")
+    tagger = tj.Tagger.pretrained("musicnn-mtt")      # or tj.Tagger.from_workdir("runs/cnn_lstm")
     probabilities = tagger.tag(["song.mp3", "other.flac"])    # (2, num_tags)
     embeddings = tagger.embed(["song.mp3", "other.flac"])     # (2, dim)
 
-Each track is tiled with chunks of the model's training crop length (`crop_seconds`), the last
-one padded with zeros; chunks of many tracks share fixed-shape batches (the last batch padded),
-so the model compiles once. A track's prediction is the mean of its chunks' predictions, each
-chunk weighted by the fraction of it that is real audio (a 0.2 s tail padded to a 3 s chunk
-counts for 0.2 s, not for a whole chunk). Files decode and resample in a pool of threads
-(libsndfile and soxr release the GIL), a bounded number of tracks ahead of the model, so
-decoding overlaps inference and memory stays bounded for any number of files.
+Each track is tiled with chunks of the model's input length (a run's `crop_seconds`; the
+pretrained models' 3 s patches), the last one padded with zeros; chunks of many tracks share
+fixed-shape batches (the last batch padded), so the model compiles once. A track's prediction
+is the mean of its chunks' predictions, each chunk weighted by the fraction of it that is real
+audio (a 0.2 s tail padded to a 3 s chunk counts for 0.2 s, not for a whole chunk). Files
+decode and resample in a pool of threads (libsndfile and soxr release the GIL), a bounded
+number of tracks ahead of the model, so decoding overlaps inference and memory stays bounded
+for any number of files.
 """
 
 import argparse
@@ -56,28 +58,36 @@ def chunk_starts(num_samples: int, chunk_samples: int, hop_samples: int) -> np.n
     return np.arange(n_chunks, dtype=np.int64) * hop_samples
 
 
-def chunk_track(samples: np.ndarray, chunk_samples: int,
-                hop_samples: int) -> tuple[np.ndarray, np.ndarray]:
+def chunk_track(samples: np.ndarray, chunk_samples: int, hop_samples: int,
+                lead_samples: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Cuts a track into chunks, zero-padding the end, with each chunk's share of real audio.
+
+    A model may read `lead_samples` of context before the stretch of track it describes (an
+    uncentred STFT reads `n_fft // 2` samples before its first frame's centre): chunk `k` then
+    holds the track from `k * hop_samples - lead_samples`, with zeros before the track's start,
+    and describes the `chunk_samples - lead_samples` samples from `k * hop_samples`.
 
     Args:
       samples: `(num_samples,)` mono audio.
-      chunk_samples: samples per chunk.
-      hop_samples: samples between the starts of consecutive chunks (`chunk_samples` for
-        non-overlapping chunks).
+      chunk_samples: samples per chunk, context included.
+      hop_samples: samples between the starts of consecutive chunks (`chunk_samples -
+        lead_samples` for chunks that tile the track without overlap).
+      lead_samples: samples of context before each chunk's stretch (0: none).
 
     Returns:
       `chunks (n_chunks, chunk_samples)` float32 (a read-only view of the padded track) and
-      `weights (n_chunks,)` float32, the fraction of each chunk that is real audio.
+      `weights (n_chunks,)` float32, the fraction of each chunk's stretch that is real audio.
     """
+    if not 0 <= lead_samples < chunk_samples:
+        raise ValueError(f"lead_samples must be in [0, chunk_samples), got {lead_samples}")
     samples = np.asarray(samples, np.float32)
-    starts = chunk_starts(len(samples), chunk_samples, hop_samples)
-    real = np.clip(len(samples) - starts, 0, chunk_samples)
-    padding = int(starts[-1]) + chunk_samples - len(samples)
-    if padding > 0:
-        samples = np.pad(samples, (0, padding))
+    span = chunk_samples - lead_samples
+    starts = chunk_starts(len(samples), span, hop_samples)
+    real = np.clip(len(samples) - starts, 0, span)
+    padding = int(starts[-1]) + span - len(samples)
+    samples = np.pad(samples, (lead_samples, max(padding, 0)))
     chunks = np.lib.stride_tricks.sliding_window_view(samples, chunk_samples)[starts]
-    return chunks, (real / chunk_samples).astype(np.float32)
+    return chunks, (real / span).astype(np.float32)
 
 
 def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -219,28 +229,36 @@ class Tagger:
       variables: its variables.
       tags: the tag names, one per model output.
       sample_rate: the rate the model was trained at, in Hz.
-      chunk_seconds: the model's chunk length (the run's `crop_seconds`).
-      hop_seconds: seconds between chunk starts; None for `chunk_seconds` (no overlap).
+      chunk_seconds: the model's chunk length (the run's `crop_seconds`), context included.
+      hop_seconds: seconds between chunk starts; None for chunks that tile the track without
+        overlap (`chunk_seconds` less the lead).
+      lead_samples: samples of context the model reads before the stretch a chunk describes
+        (see `chunk_track`); 0 for models trained on centred crops.
       batch_size: chunks per model call, shared by the tracks; every call has this shape, so
         it compiles once. None for `default_batch_size()`.
       workers: decoding threads; None for `min(4, cpu count)`.
       workdir: the training run this model comes from, if any (kept in indexes).
+      model_name: the pretrained model's name (`Tagger.pretrained`), if it is one.
       model_id: an identifier of the trained model; None for the fingerprint of the model's
         definition and variables (see `model_fingerprint`).
 
     Attributes:
-      chunk_samples, hop_samples: the chunk length and hop in samples.
+      chunk_samples, hop_samples, lead_samples: the chunk length, hop and lead in samples.
       embedding_dim: the length of an embedding.
     """
 
     def __init__(self, model, variables, *, tags: Sequence[str], sample_rate: int,
                  chunk_seconds: float, hop_seconds: float | None = None,
-                 batch_size: int | None = None,
+                 lead_samples: int = 0, batch_size: int | None = None,
                  workers: int | None = None, workdir: str | None = None,
-                 model_id: str | None = None):
+                 model_name: str | None = None, model_id: str | None = None):
         import jax
 
-        hop_seconds = chunk_seconds if hop_seconds is None else hop_seconds
+        chunk_samples = round(chunk_seconds * sample_rate)
+        if not 0 <= lead_samples < chunk_samples:
+            raise ValueError(f"lead_samples must be in [0, {chunk_samples}), got {lead_samples}")
+        if hop_seconds is None:
+            hop_seconds = (chunk_samples - lead_samples) / sample_rate
         batch_size = default_batch_size() if batch_size is None else batch_size
         if not chunk_seconds > 0 or not hop_seconds > 0:
             raise ValueError(f"chunk_seconds and hop_seconds must be > 0, got {chunk_seconds} "
@@ -254,11 +272,13 @@ class Tagger:
         self.variables = jax.device_put(variables)
         self.tags = list(tags)
         self.sample_rate = int(sample_rate)
-        self.chunk_samples = round(chunk_seconds * self.sample_rate)
+        self.chunk_samples = chunk_samples
         self.hop_samples = max(1, round(hop_seconds * self.sample_rate))
+        self.lead_samples = int(lead_samples)
         self.batch_size = int(batch_size)
         self.workers = workers
         self.workdir = workdir
+        self.model_name = model_name
         self.model_id = model_id or model_fingerprint(repr(model), variables)
         self._forward = compiled_forward(model)
         probabilities, embedding = jax.eval_shape(
@@ -295,9 +315,46 @@ class Tagger:
                    batch_size=batch_size, workers=workers, workdir=workdir,
                    model_id=model_fingerprint(config_json, variables))
 
+    @classmethod
+    def pretrained(cls, name: str = "musicnn-mtt", *, hop_seconds: float | None = None,
+                   batch_size: int | None = None, workers: int | None = None,
+                   embedding: str | None = None) -> "Tagger":
+        """The tagger of a published model shipped with tagjax (`tj.models.pretrained`).
+
+        Args:
+          name: one of `tj.models.pretrained.available()`: "musicnn-mtt" (the default),
+            "musicnn-msd", "vgg-mtt", "vgg-msd".
+          hop_seconds, batch_size, workers: as in `Tagger`; chunks are the models' 3 s patches
+            (187 frames), by default tiling each track's frames without overlap, as musicnn's
+            own extractor does.
+          embedding: for the musicnn models, what `embed` returns: "penultimate" (200-d, the
+            default) or "pooled" (the 1506-d mean and max of the mid-end frames).
+
+        Raises:
+          tj.models.pretrained.UnknownPretrainedError: no such model (the message lists them).
+        """
+        from tagjax.models import pretrained
+
+        description = pretrained.info(name)
+        overrides = {} if embedding is None else {"embedding": embedding}
+        if overrides and description.architecture != "musicnn":
+            raise ValueError(f"{name} has one embedding (its last hidden layer); "
+                             f"embedding={embedding!r} is for the musicnn models")
+        model, variables, description = pretrained.load(name, **overrides)
+        return cls(model, variables, tags=description.tags, sample_rate=description.sample_rate,
+                   chunk_seconds=description.chunk_samples / description.sample_rate,
+                   hop_seconds=hop_seconds, lead_samples=description.lead_samples,
+                   batch_size=batch_size, workers=workers, model_name=name)
+
     @property
     def chunk_seconds(self) -> float:
+        """The model's input length in seconds, context included."""
         return self.chunk_samples / self.sample_rate
+
+    @property
+    def span_seconds(self) -> float:
+        """The stretch of track one chunk describes: its length less the lead context."""
+        return (self.chunk_samples - self.lead_samples) / self.sample_rate
 
     @property
     def hop_seconds(self) -> float:
@@ -378,7 +435,8 @@ class Tagger:
                 if isinstance(decoded, str):
                     waiting.append(TrackFailure(index, item, decoded))
                 else:
-                    chunks, weights = chunk_track(decoded, self.chunk_samples, self.hop_samples)
+                    chunks, weights = chunk_track(decoded, self.chunk_samples, self.hop_samples,
+                                                  self.lead_samples)
                     track = _PendingTrack(index, item if isinstance(item, str) else None,
                                           len(decoded) / self.sample_rate, weights,
                                           len(self.tags), self.embedding_dim, self.hop_seconds)
@@ -501,30 +559,65 @@ def _duration(seconds: float) -> str:
     return f"{minutes}:{seconds:02d}"
 
 
-def format_table(results: Sequence[TrackResult], tags: Sequence[str], top: int) -> str:
-    """One line per track: its path, duration and top tags with their probabilities."""
+def chunk_times(result: TrackResult, span_seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """`(starts, ends)` in seconds of the stretch of track each chunk describes (the last one
+    ends with the track)."""
+    starts = np.asarray(result.chunk_starts, np.float64)
+    return starts, np.minimum(starts + span_seconds, result.duration)
+
+
+def format_table(results: Sequence[TrackResult], tags: Sequence[str], top: int, *,
+                 taggram: bool = False, span_seconds: float = 0.0) -> str:
+    """One line per track: its path, duration and top tags with their probabilities; with
+    `taggram`, then one line per chunk with its time and top tags."""
     names = [r.source if r.source is not None else f"<array {r.index}>" for r in results]
     width = max([len("track"), *map(len, names)])
     lines = [f"{'track':<{width}}  {'length':>6}  top tags"]
     for name, result in zip(names, results, strict=True):
         best = "  ".join(f"{tag} {p:.2f}" for tag, p in top_tags(result.probabilities, tags, top))
         lines.append(f"{name:<{width}}  {_duration(result.duration):>6}  {best}")
+        if taggram:
+            for start, end, chunk in zip(*chunk_times(result, span_seconds),
+                                         result.chunk_probabilities, strict=True):
+                best = "  ".join(f"{tag} {p:.2f}" for tag, p in top_tags(chunk, tags, top))
+                lines.append(f"  {_duration(start):>5}-{_duration(end):<5}  {best}")
     return "\n".join(lines)
 
 
-def format_json(results: Sequence[TrackResult], tags: Sequence[str], top: int) -> str:
-    """A JSON list: per track its path, duration in seconds and top tags (most probable first)."""
-    return json.dumps([
-        {"path": r.source, "duration": round(r.duration, 3),
-         "tags": [{"tag": tag, "probability": round(p, 6)}
-                  for tag, p in top_tags(r.probabilities, tags, top)]}
-        for r in results], indent=2)
+def format_json(results: Sequence[TrackResult], tags: Sequence[str], top: int, *,
+                taggram: bool = False, span_seconds: float = 0.0) -> str:
+    """A JSON list: per track its path, duration in seconds and top tags (most probable first);
+    with `taggram`, also every tag's probability in every chunk: `{"tags": [...], "start":
+    [...], "end": [...], "probabilities": [[one per tag], one per chunk]}`."""
+    tracks = []
+    for r in results:
+        track = {"path": r.source, "duration": round(r.duration, 3),
+                 "tags": [{"tag": tag, "probability": round(p, 6)}
+                          for tag, p in top_tags(r.probabilities, tags, top)]}
+        if taggram:
+            starts, ends = chunk_times(r, span_seconds)
+            track["taggram"] = {
+                "tags": list(tags), "start": [round(float(t), 3) for t in starts],
+                "end": [round(float(t), 3) for t in ends],
+                "probabilities": np.round(r.chunk_probabilities.astype(np.float64), 6).tolist()}
+        tracks.append(track)
+    return json.dumps(tracks, indent=2)
 
 
-def format_csv(results: Sequence[TrackResult], tags: Sequence[str], top: int) -> str:
-    """CSV with a header, one row per track and tag: path, duration, rank, tag, probability."""
+def format_csv(results: Sequence[TrackResult], tags: Sequence[str], top: int, *,
+               taggram: bool = False, span_seconds: float = 0.0) -> str:
+    """CSV with a header: one row per track and tag (path, duration, rank, tag, probability);
+    with `taggram`, one row per chunk instead: path, start, end, then one column per tag."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
+    if taggram:
+        writer.writerow(["path", "start", "end", *tags])
+        for r in results:
+            for start, end, chunk in zip(*chunk_times(r, span_seconds), r.chunk_probabilities,
+                                         strict=True):
+                writer.writerow([r.source, f"{start:.3f}", f"{end:.3f}",
+                                 *(f"{p:.6f}" for p in chunk)])
+        return out.getvalue().rstrip("\n")
     writer.writerow(["path", "duration", "rank", "tag", "probability"])
     for r in results:
         for rank, (tag, p) in enumerate(top_tags(r.probabilities, tags, top), start=1):
@@ -536,17 +629,55 @@ def format_csv(results: Sequence[TrackResult], tags: Sequence[str], top: int) ->
 # Command line
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, workdir_required: bool) -> None:
+DEFAULT_MODEL = "musicnn-mtt"
+
+
+class _ListModels(argparse.Action):
+    """`--list-models`: prints the pretrained models and exits, like `--help`."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(format_model_list())
+        parser.exit()
+
+
+def format_model_list() -> str:
+    """The pretrained models: name, architecture, training data, published scores and tags."""
+    import textwrap
+
+    from tagjax.models import pretrained
+
+    lines = []
+    for name in pretrained.available():
+        info = pretrained.info(name)
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        lines.append(f"{name}{default}: {info.architecture}, trained on {info.dataset}; "
+                     f"published test ROC-AUC {info.published_roc_auc:.4f}, PR-AUC "
+                     f"{info.published_pr_auc:.4f}; {info.licence}")
+        lines.extend(textwrap.wrap("tags: " + ", ".join(info.tags), width=96,
+                                   initial_indent="  ", subsequent_indent="    "))
+    return "\n".join(lines)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that load a tagger, shared by `tag`, `index` and `similar`."""
-    parser.add_argument("--workdir", required=workdir_required,
-                        help="the training run's work directory")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", metavar="NAME",
+                        help=f"a pretrained model shipped with tagjax (default {DEFAULT_MODEL} "
+                             "when no --workdir is given; see --list-models)")
+    source.add_argument("--workdir", help="a training run's work directory, instead of a "
+                                          "pretrained model")
+    parser.add_argument("--list-models", action=_ListModels,
+                        help="list the pretrained models with their tags and exit")
     parser.add_argument("--which", choices=("best", "latest"), default="best",
-                        help="which checkpoint of the run (default: best)")
+                        help="which checkpoint of the --workdir run (default: best)")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="chunks per model call (default: 32 on a GPU or TPU, 4 on CPU)")
     parser.add_argument("--hop", type=positive_float, default=None, metavar="SECONDS",
-                        help="seconds between chunk starts (default: the chunk length, no "
-                             "overlap)")
+                        help="seconds between chunk starts (default: chunks tile the track "
+                             "without overlap)")
     parser.add_argument("--workers", type=positive_int, default=None,
                         help="decoding threads (default: up to 4)")
 
@@ -572,14 +703,21 @@ def quiet_logging() -> None:
     logging.set_verbosity(logging.WARNING)
 
 
-def load_tagger(args, workdir: str) -> Tagger:
-    """The tagger a command line's model options describe, or exit with the reason."""
+def load_tagger(args, *, workdir: str | None = None, model_name: str | None = None) -> Tagger:
+    """The tagger of a training run (`workdir`) or of a pretrained model (`model_name`, or
+    `DEFAULT_MODEL` when neither is given), with the command line's other model options; or
+    exit with the reason."""
+    from tagjax.models.pretrained import UnknownPretrainedError
+
     quiet_logging()
     try:
-        return Tagger.from_workdir(workdir, which=args.which, hop_seconds=args.hop,
-                                   batch_size=args.batch_size, workers=args.workers)
-    except FileNotFoundError as error:
-        raise SystemExit(f"error: {error}") from None
+        if workdir:
+            return Tagger.from_workdir(workdir, which=args.which, hop_seconds=args.hop,
+                                       batch_size=args.batch_size, workers=args.workers)
+        return Tagger.pretrained(model_name or DEFAULT_MODEL, hop_seconds=args.hop,
+                                 batch_size=args.batch_size, workers=args.workers)
+    except (FileNotFoundError, UnknownPretrainedError) as error:
+        raise SystemExit(f"error: {error.args[0] if error.args else error}") from None
 
 
 def report_failure(failure: TrackFailure) -> None:
@@ -603,19 +741,23 @@ def _plot_paths(out: str, results: Sequence[TrackResult]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tagjax.tag",
-        description="Tag audio files with a trained tagjax run. Prints each track's top tags; "
-                    "files that cannot be decoded are named on stderr and skipped, and the exit "
-                    "status is 1 if any was.")
+        description="Tag audio files with a pretrained model (musicnn-mtt unless --model or "
+                    "--workdir says otherwise). Prints each track's top tags; files that cannot "
+                    "be decoded are named on stderr and skipped, and the exit status is 1 if "
+                    "any was.")
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="audio files, or directories searched recursively for "
                              + ", ".join(AUDIO_EXTENSIONS))
-    add_model_arguments(parser, workdir_required=True)
+    add_model_arguments(parser)
     parser.add_argument("--top", type=positive_int, default=5, help="tags per track (default 5)")
+    parser.add_argument("--taggram", action="store_true",
+                        help="also give each chunk's tags over time: its top tags in the table, "
+                             "every tag's probability per chunk with --json or --csv")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON instead of a table")
     output.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     parser.add_argument("--plot", metavar="OUT.png",
-                        help="draw each track's log-mel spectrogram and tag probabilities over "
+                        help="draw each track's mel spectrogram and tag probabilities over "
                              "time (several tracks: OUT-<track name>.png)")
     args = parser.parse_args(argv)
 
@@ -624,7 +766,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in "
               f"{', '.join(args.paths)}", file=sys.stderr)
         return 1
-    tagger = load_tagger(args, args.workdir)
+    tagger = load_tagger(args, workdir=args.workdir, model_name=args.model)
     results, failures = [], []
     for result in tagger.predict(files, progress=None):
         if isinstance(result, TrackFailure):
@@ -635,7 +777,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     formatter = format_json if args.json else format_csv if args.csv else format_table
     if results or args.json or args.csv:
-        print(formatter(results, tagger.tags, args.top))
+        print(formatter(results, tagger.tags, args.top, taggram=args.taggram,
+                        span_seconds=tagger.span_seconds))
     if args.plot and results:
         from tagjax import plot
 
