@@ -1,9 +1,10 @@
-"""A picture of a tagged track: its log-mel spectrogram above its tag probabilities over time.
+"""A picture of a tagged track: its mel spectrogram above its tag probabilities over time.
 
-`python -m tagjax.tag song.mp3 --workdir RUN --plot song.png` draws it with `plot_track`. The
-spectrogram uses the model's own front end settings (sample rate, FFT size, hop, mel bands),
-so it shows what the model hears; the lower panel shows each chunk's probability of the
-track's top tags, one row per tag, each chunk drawn over the stretch of audio it covers.
+`python -m tagjax.tag song.mp3 --plot song.png` draws it with `plot_track`. The spectrogram is
+the model's own front end's (`log_mel`: its sample rate, FFT, hop, mel bands, padding and
+compression), so it shows what the model hears, with the mel axis labelled in Hz; the lower
+panel is the taggram: each chunk's probability of the track's top tags, one row per tag, each
+chunk drawn over the stretch of audio it describes, time in m:ss.
 """
 
 import os
@@ -14,25 +15,54 @@ from tagjax import features
 
 
 def display_log_mel(tagger, samples: np.ndarray) -> np.ndarray:
-    """The dB mel spectrogram `(frames, n_mels)` of `samples` with the model's front end
-    settings (those of `tj.models.LogMel` where the front end has none)."""
-    from tagjax.models import LogMel
+    """The compressed mel spectrogram `(frames, n_mels)` of a whole track as the model's front
+    end computes it (its own `log_mel`), frame `t` centred on sample `t * hop_length`; front
+    ends without one get `tj.models.LogMel`'s dB mel spectrogram."""
+    import jax.numpy as jnp
 
     frontend = tagger.model.frontend
-    settings = {name: getattr(frontend, name, getattr(LogMel, name))
-                for name in ("n_fft", "hop_length", "n_mels", "fmin", "fmax", "htk",
-                             "mel_norm", "top_db")}
-    mel = features.melspectrogram(
-        np.asarray(samples, np.float32), sr=tagger.sample_rate, n_fft=settings["n_fft"],
-        hop_length=settings["hop_length"], n_mels=settings["n_mels"], fmin=settings["fmin"],
-        fmax=settings["fmax"], htk=settings["htk"], norm=settings["mel_norm"])
-    return np.asarray(features.power_to_db(mel, top_db=settings["top_db"]))
+    # An uncentred front end reads `lead_samples` before each frame: padding both ends by that
+    # much gives the frames of a centred spectrogram of the track.
+    pad = tagger.lead_samples
+    audio = jnp.asarray(np.pad(np.asarray(samples, np.float32), (pad, pad)))[None]
+    if hasattr(frontend, "log_mel"):
+        log_mel = tagger.model.apply(tagger.variables, audio,
+                                     method=lambda model, x: model.frontend.log_mel(x))
+    else:
+        from tagjax.models import LogMel
+
+        log_mel = LogMel(sample_rate=tagger.sample_rate).log_mel(audio)
+    return np.asarray(log_mel[0])
 
 
-def chunk_edges(n_chunks: int, chunk_seconds: float, hop_seconds: float) -> np.ndarray:
+def _mel_axis(frontend, sample_rate: int) -> tuple[np.ndarray, list[str]]:
+    """Tick positions (in mel bands, band `k` spanning `[k, k + 1]`) and labels in Hz for a
+    front end's mel axis."""
+    from tagjax.models import LogMel
+
+    n_mels, fmin, fmax, htk = (getattr(frontend, name, getattr(LogMel, name))
+                               for name in ("n_mels", "fmin", "fmax", "htk"))
+    fmax = sample_rate / 2 if fmax is None else fmax
+    centres = features.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax, htk=htk)[1:-1]
+    hz = [f for f in (50, 100, 250, 500, 1000, 2000, 4000, 8000, 16000)
+          if centres[0] <= f <= centres[-1]]
+    positions = np.interp(hz, centres, np.arange(n_mels)) + 0.5
+    return positions, [f"{f // 1000}k" if f >= 1000 else str(f) for f in hz]
+
+
+def minutes_seconds(seconds: float, _position=None) -> str:
+    """`m:ss` for an axis tick (`h:mm:ss` from an hour)."""
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def chunk_edges(n_chunks: int, span_seconds: float, hop_seconds: float) -> np.ndarray:
     """`(n_chunks + 1,)` time edges in seconds of the cells that draw each chunk: a cell of one
-    hop centred on its chunk (for non-overlapping chunks, exactly the chunk)."""
-    centres = np.arange(n_chunks) * hop_seconds + chunk_seconds / 2
+    hop centred on the stretch the chunk describes (for chunks that tile the track, exactly
+    that stretch)."""
+    centres = np.arange(n_chunks) * hop_seconds + span_seconds / 2
     return np.concatenate([centres - hop_seconds / 2, centres[-1:] + hop_seconds / 2])
 
 
@@ -61,7 +91,7 @@ def plot_track(tagger, result, out_path: str | os.PathLike, *, samples: np.ndarr
     duration = len(samples) / tagger.sample_rate
     best = top_tags(result.probabilities, tagger.tags, top)
     rows = np.stack([result.chunk_probabilities[:, tagger.tags.index(tag)] for tag, _ in best])
-    edges = chunk_edges(len(result.chunk_probabilities), tagger.chunk_seconds,
+    edges = chunk_edges(len(result.chunk_probabilities), tagger.span_seconds,
                         tagger.hop_seconds)
 
     figure = Figure(figsize=(min(max(8.0, duration / 10), 24.0), 6.0), layout="constrained")
@@ -70,17 +100,23 @@ def plot_track(tagger, result, out_path: str | os.PathLike, *, samples: np.ndarr
     image = spectrogram_axes.imshow(
         log_mel.T, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
         extent=(0.0, duration, 0, log_mel.shape[1]))
-    spectrogram_axes.set_ylabel("mel band")
+    spectrogram_axes.set_yticks(*_mel_axis(tagger.model.frontend, tagger.sample_rate))
+    spectrogram_axes.set_ylabel("frequency (Hz, mel scale)")
     title = os.path.basename(result.source) if result.source else f"track {result.index}"
+    if tagger.model_name:
+        title += f"  ({tagger.model_name})"
     spectrogram_axes.set_title(title)
-    figure.colorbar(image, ax=spectrogram_axes, label="dB")
+    compression = getattr(tagger.model.frontend, "compression", "db")
+    figure.colorbar(image, ax=spectrogram_axes,
+                    label="dB" if compression == "db" else "log10(1 + C S)")
 
     mesh = tags_axes.pcolormesh(edges, np.arange(len(best) + 1), rows, cmap="viridis",
                                 vmin=0.0, vmax=1.0, shading="flat")
     tags_axes.set_yticks(np.arange(len(best)) + 0.5,
                          [f"{tag} ({p:.2f})" for tag, p in best])
     tags_axes.invert_yaxis()
-    tags_axes.set_xlabel("time (s)")
+    tags_axes.set_xlabel("time (m:ss)")
+    tags_axes.xaxis.set_major_formatter(minutes_seconds)
     tags_axes.set_xlim(0.0, duration)
     figure.colorbar(mesh, ax=tags_axes, label="probability")
     figure.savefig(out_path, dpi=100)

@@ -1,15 +1,34 @@
-"""Audio decoding, the data sets (TFDS builders written as ArrayRecord) and the input pipeline."""
+"""Audio decoding, the data sets (TFDS builders written as ArrayRecord) and the input pipeline.
 
-# --- audio decoding and the embedded default data set `synth` ---
-from tagjax.data import synth as synth
-from tagjax.data import synth_builder as synth_builder
+Only audio decoding is imported eagerly; the data sets and the input pipeline (which pull in
+tensorflow-datasets, grain, pretty_midi and the synthesiser) load on first use, so tagging a
+file needs none of them.
+"""
+
+import importlib
+
+# --- audio decoding ---
 from tagjax.data.audio import AudioDecodeError as AudioDecodeError
 from tagjax.data.audio import load_audio as load_audio
 
-# --- MagnaTagATune, your own folder, and the input pipeline ---
-from tagjax.data.pipeline import EvalLoader as EvalLoader
-from tagjax.data.pipeline import chunk_starts as chunk_starts
-from tagjax.data.pipeline import eval_loader as eval_loader
-from tagjax.data.pipeline import train_loader as train_loader
-from tagjax.data.registry import get_builder as get_builder
-from tagjax.data.registry import get_source as get_source
+# --- the embedded default data set `synth`, MagnaTagATune, your own folder, the pipeline ---
+_LAZY_SUBMODULES = ("synth", "synth_builder")
+_LAZY_ATTRIBUTES = {
+    "EvalLoader": "tagjax.data.pipeline",
+    "chunk_starts": "tagjax.data.pipeline",
+    "eval_loader": "tagjax.data.pipeline",
+    "train_loader": "tagjax.data.pipeline",
+    "get_builder": "tagjax.data.registry",
+    "get_source": "tagjax.data.registry",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"tagjax.data.{name}")
+    if name in _LAZY_ATTRIBUTES:
+        return getattr(importlib.import_module(_LAZY_ATTRIBUTES[name]), name)
+    raise AttributeError(f"module 'tagjax.data' has no attribute {name!r}")
+
+
+__all__ = ["AudioDecodeError", "load_audio", *_LAZY_SUBMODULES, *_LAZY_ATTRIBUTES]
