@@ -160,7 +160,8 @@ class TrackIndex:
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise ValueError(f"{path}: not a tagjax index (a single array, not an .npz archive)")
         with archive:
-            version = int(archive["format_version"]) if "format_version" in archive.files else 0
+            version = (int(archive["format_version"]) if "format_version" in archive.files
+                       else FORMAT_VERSION)  # a file without one lacks the other fields too
             if version not in (1, FORMAT_VERSION):
                 raise ValueError(f"{path}: index format version {version} is not one this "
                                  f"tagjax reads (1 or {FORMAT_VERSION})")

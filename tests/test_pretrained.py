@@ -321,3 +321,45 @@ def test_plot_of_a_pretrained_model(clip_files, tmp_path):
     assert np.all(np.diff(positions) > 0) and 0 < positions[0] < positions[-1] < 96
     assert [plot.minutes_seconds(t) for t in (0, 59.6, 75, 3725)] == [
         "0:00", "1:00", "1:15", "1:02:05"]
+
+
+def test_index_and_similar_with_a_pretrained_model(clip_files, tmp_path, capsys):
+    from tagjax import index as index_cli
+    from tagjax import similar
+
+    paths, broken = clip_files
+    out = os.fspath(tmp_path / "music.npz")
+    # No --model or --workdir: musicnn-mtt; the broken file is named and skipped.
+    assert index_cli.main([*paths[:2], broken, "--out", out, "--batch-size", "4"]) == 1
+    assert "broken.mp3" in capsys.readouterr().err
+    index = index_cli.TrackIndex.load(out)
+    assert index.model_name == "musicnn-mtt" and index.workdir == "" and len(index) == 2
+    tagger = tj.Tagger.pretrained("musicnn-mtt", batch_size=4)
+    np.testing.assert_allclose(index.embeddings, tagger.embed(paths[:2]), rtol=0, atol=1e-5)
+    # Extending uses the index's own model; another one is refused in one line.
+    assert index_cli.main([paths[2], "--out", out, "--batch-size", "4"]) == 0
+    assert len(index_cli.TrackIndex.load(out)) == 3
+    with pytest.raises(SystemExit) as exit_info:
+        index_cli.main([paths[2], "--out", out, "--model", "musicnn-msd"])
+    assert "pretrained model musicnn-mtt" in str(exit_info.value)
+    assert "pretrained model musicnn-msd" in str(exit_info.value)
+    # A query outside the index is embedded with the index's model.
+    query = os.fspath(tmp_path / "query.wav")
+    soundfile.write(query, soundfile.read(paths[0])[0][: 4 * SR], SR)
+    capsys.readouterr()
+    assert similar.main([query, "--index", out, "--json", "--batch-size", "4"]) == 0
+    answer = tag_cli.json.loads(capsys.readouterr().out)
+    assert answer["neighbours"][0]["path"] == paths[0]
+
+
+def test_indexes_of_format_1_still_load(tmp_path):
+    from tagjax import index as index_cli
+
+    n, path = 2, os.fspath(tmp_path / "old.npz")
+    np.savez(path, paths=np.array(["/a.wav", "/b.wav"]), sizes=np.zeros(n, np.int64),
+             mtimes_ns=np.zeros(n, np.int64), durations=np.ones(n, np.float32),
+             embeddings=np.ones((n, 3), np.float32), probabilities=np.zeros((n, 2), np.float32),
+             tags=np.array(["x", "y"]), model_id="abc", workdir="/runs/x", hop_seconds=3.0,
+             format_version=1)
+    index = index_cli.TrackIndex.load(path)
+    assert index.model_name == "" and index.workdir == "/runs/x" and len(index) == 2
