@@ -327,8 +327,10 @@ class Tagger:
           hop_seconds, batch_size, workers: as in `Tagger`; chunks are the models' 3 s patches
             (187 frames), by default tiling each track's frames without overlap, as musicnn's
             own extractor does.
-          embedding: for the musicnn models, what `embed` returns: "penultimate" (200-d, the
-            default) or "pooled" (the 1506-d mean and max of the mid-end frames).
+          embedding: for the musicnn models, what `embed` returns (`tj.models.MusicnnBackend`):
+            "penultimate" (200-d, the default), "pooled" (the 1506-d mean and max of the
+            mid-end frames) or "pooled_normalized" (the same, standardised by the training
+            statistics of the head's first batch norm).
 
         Raises:
           tj.models.pretrained.UnknownPretrainedError: no such model (the message lists them).

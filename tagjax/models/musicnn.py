@@ -169,7 +169,7 @@ class MusicnnVGG(MusicnnInput):
         return x.reshape(x.shape[0], -1)
 
 
-EMBEDDING_LAYERS = ("penultimate", "pooled")
+EMBEDDING_LAYERS = ("penultimate", "pooled", "pooled_normalized")
 
 
 @register_head("musicnn_backend")
@@ -182,7 +182,9 @@ class MusicnnBackend(nn.Module):
       hidden: width of the penultimate layer.
       dropout: dropout rate before each dense layer in training.
       embedding: what `embed` returns: "penultimate" (the hidden layer after its batch norm,
-        musicnn's `penultimate` feature) or "pooled" (the input, the pooled frames).
+        musicnn's `penultimate` feature), "pooled" (the input: the frames' mean and max) or
+        "pooled_normalized" (the input after the first batch norm, each feature standardised
+        by the statistics of the training data).
       bn_momentum, bn_epsilon: batch-norm settings (TensorFlow 1's defaults).
     """
 
@@ -203,10 +205,14 @@ class MusicnnBackend(nn.Module):
         self.drop = nn.Dropout(self.dropout)
         self.output = nn.Dense(self.num_tags)
 
+    def normalized_input(self, f, *, train: bool = False):
+        """`(batch, dim)` -> the input after the first batch norm."""
+        _require_vectors(f, self)
+        return self.input_norm(f, use_running_average=not train)
+
     def penultimate(self, f, *, train: bool = False):
         """`(batch, dim)` -> the hidden layer after its batch norm, `(batch, hidden)`."""
-        _require_vectors(f, self)
-        h = self.drop(self.input_norm(f, use_running_average=not train), deterministic=not train)
+        h = self.drop(self.normalized_input(f, train=train), deterministic=not train)
         return self.hidden_norm(nn.relu(self.hidden_dense(h)), use_running_average=not train)
 
     def embed(self, f, *, train: bool = False):
@@ -214,6 +220,8 @@ class MusicnnBackend(nn.Module):
         if self.embedding == "pooled":
             _require_vectors(f, self)
             return f
+        if self.embedding == "pooled_normalized":
+            return self.normalized_input(f, train=train)
         return self.penultimate(f, train=train)
 
     def __call__(self, f, *, train: bool):
