@@ -142,6 +142,8 @@ def main(argv=None) -> int:
     parser.add_argument("--wheel", help="musicnn-0.1.0-py3-none-any.whl, for the TF peer")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--end-to-end-repeats", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="tagjax's decoding threads (default: the Tagger's, up to 4)")
     parser.add_argument("--out", default=os.path.join(RESULTS, "pretrained_throughput.json"))
     args = parser.parse_args(argv)
 
@@ -181,7 +183,7 @@ def main(argv=None) -> int:
 
         # End to end over the folder.
         batch_size = tag.default_batch_size()
-        tagger = tj.Tagger.pretrained(args.model, batch_size=batch_size)
+        tagger = tj.Tagger.pretrained(args.model, batch_size=batch_size, workers=args.workers)
         list(tagger.predict(files[:1]))  # compile
 
         def run_tagjax():
@@ -202,7 +204,7 @@ def main(argv=None) -> int:
         seconds = _interleaved(timed, args.end_to_end_repeats)
         audio_seconds, failed = run_tagjax.result
         row = {"stage": f"end to end, {len(files)} files ({audio_seconds / 60:.1f} min), "
-                        f"tagjax batch {batch_size}",
+                        f"tagjax batch {batch_size}, {tagger.workers} decoding threads",
                "failed files (tagjax)": failed}
         for name, s in seconds.items():
             row[f"{name} (audio s/s)"] = audio_seconds / s

@@ -318,7 +318,7 @@ class Tagger:
     @classmethod
     def pretrained(cls, name: str = "musicnn-mtt", *, hop_seconds: float | None = None,
                    batch_size: int | None = None, workers: int | None = None,
-                   embedding: str | None = None) -> "Tagger":
+                   embedding: str | None = None, precision: str | None = "highest") -> "Tagger":
         """The tagger of a published model shipped with tagjax (`tj.models.pretrained`).
 
         Args:
@@ -331,6 +331,8 @@ class Tagger:
             "penultimate" (200-d, the default), "pooled" (the 1506-d mean and max of the
             mid-end frames) or "pooled_normalized" (the same, standardised by the training
             statistics of the head's first batch norm).
+          precision: "highest" (float32: the original's numbers on any backend) or None (the
+            backend's default: faster on GPUs, in TF32; see `tj.models.pretrained.load`).
 
         Raises:
           tj.models.pretrained.UnknownPretrainedError: no such model (the message lists them).
@@ -342,7 +344,7 @@ class Tagger:
         if overrides and description.architecture != "musicnn":
             raise ValueError(f"{name} has one embedding (its last hidden layer); "
                              f"embedding={embedding!r} is for the musicnn models")
-        model, variables, description = pretrained.load(name, **overrides)
+        model, variables, description = pretrained.load(name, precision=precision, **overrides)
         return cls(model, variables, tags=description.tags, sample_rate=description.sample_rate,
                    chunk_seconds=description.chunk_samples / description.sample_rate,
                    hop_seconds=hop_seconds, lead_samples=description.lead_samples,

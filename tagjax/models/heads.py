@@ -24,10 +24,12 @@ class LinearHead(nn.Module):
     Attributes:
       num_tags: number of outputs `L`.
       dropout: dropout rate on `f` in training (0: none, as in the slides).
+      precision: of the product (None: the backend's default, TF32 on recent GPUs).
     """
 
     num_tags: int
     dropout: float = 0.0
+    precision: str | None = None
 
     def embed(self, f, *, train: bool = False):
         """`(batch, dim)` -> `(batch, dim)`: a linear head's penultimate activation is `f`."""
@@ -39,7 +41,7 @@ class LinearHead(nn.Module):
         """`(batch, dim)` -> logits `(batch, num_tags)`."""
         f = self.embed(f, train=train)
         f = nn.Dropout(self.dropout, deterministic=not train)(f)
-        return nn.Dense(self.num_tags, name="output")(f)
+        return nn.Dense(self.num_tags, precision=self.precision, name="output")(f)
 
 
 @register_head("mlp")
