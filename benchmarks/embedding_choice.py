@@ -1,6 +1,6 @@
 """Which layer of a pretrained model makes the best embedding for similarity search.
 
-    python benchmarks/embedding_choice.py [--model musicnn-mtt] [--splits train,validation,test]
+    python benchmarks/embedding_choice.py [--model musicnn-mtt] [--splits train,valid,test]
         [--k 1,10] [--out benchmarks/results/embedding_choice.json]
 
 Measured as nearest-neighbour tag agreement on `synth`, whose tags follow from how each clip was
@@ -58,7 +58,7 @@ def agreement(neighbours: np.ndarray, labels: np.ndarray, styles: np.ndarray) ->
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="musicnn-mtt")
-    parser.add_argument("--splits", default="train,validation,test")
+    parser.add_argument("--splits", default="train,valid,test")
     parser.add_argument("--k", default="1,10")
     parser.add_argument("--out", default=os.path.join(RESULTS, "embedding_choice.json"))
     args = parser.parse_args(argv)

@@ -254,15 +254,15 @@ class Tagger:
                  model_name: str | None = None, model_id: str | None = None):
         import jax
 
+        if not chunk_seconds > 0 or not (hop_seconds is None or hop_seconds > 0):
+            raise ValueError(f"chunk_seconds and hop_seconds must be > 0, got {chunk_seconds} "
+                             f"and {hop_seconds}")
         chunk_samples = round(chunk_seconds * sample_rate)
         if not 0 <= lead_samples < chunk_samples:
             raise ValueError(f"lead_samples must be in [0, {chunk_samples}), got {lead_samples}")
         if hop_seconds is None:
             hop_seconds = (chunk_samples - lead_samples) / sample_rate
         batch_size = default_batch_size() if batch_size is None else batch_size
-        if not chunk_seconds > 0 or not hop_seconds > 0:
-            raise ValueError(f"chunk_seconds and hop_seconds must be > 0, got {chunk_seconds} "
-                             f"and {hop_seconds}")
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
@@ -328,9 +328,10 @@ class Tagger:
             (187 frames), by default tiling each track's frames without overlap, as musicnn's
             own extractor does.
           embedding: for the musicnn models, what `embed` returns (`tj.models.MusicnnBackend`):
-            "penultimate" (200-d, the default), "pooled" (the 1506-d mean and max of the
-            mid-end frames) or "pooled_normalized" (the same, standardised by the training
-            statistics of the head's first batch norm).
+            "pooled_normalized" (the default: the 1506-d mean and max of the mid-end frames,
+            standardised by the training statistics of the head's first batch norm, which
+            matched ground-truth tags of nearest neighbours best), "pooled" (the same, raw)
+            or "penultimate" (musicnn's 200-d penultimate layer).
           precision: "highest" (float32: the original's numbers on any backend) or None (the
             backend's default: faster on GPUs, in TF32; see `tj.models.pretrained.load`).
 

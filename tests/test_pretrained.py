@@ -52,10 +52,12 @@ def loaded():
 
 
 def _features(module, log_mel):
-    """From the compressed log-mel patches: probabilities, the head's embedding and the summary."""
+    """From the compressed log-mel patches: probabilities, musicnn's penultimate layer (the
+    VGG's summary) and the summary."""
     summary = module.summary(module.frontend.network(log_mel, train=False), train=False)
-    return (jax.nn.sigmoid(module.head(summary, train=False)),
-            module.head.embed(summary, train=False), summary)
+    hidden = (module.head.penultimate(summary, train=False)
+              if hasattr(module.head, "penultimate") else summary)
+    return jax.nn.sigmoid(module.head(summary, train=False)), hidden, summary
 
 
 def _assert_features_close(got, want):
@@ -182,17 +184,30 @@ def test_tagger_matches_original_graph_end_to_end_from_audio(inputs, name):
         np.testing.assert_allclose(alone.tag(audio), result.probabilities, rtol=0, atol=1e-6)
 
 
-def test_embeddings_are_the_original_penultimate_layer(inputs):
-    tagger = tj.Tagger.pretrained("musicnn-mtt", batch_size=4, workers=2)
-    want = _outputs("musicnn-mtt")["penultimate"]
-    for audio, penultimate in zip(inputs["audio"], want, strict=True):
-        chunks, _ = tag_cli.chunk_track(audio, tagger.chunk_samples, tagger.hop_samples,
-                                        tagger.lead_samples)
-        _, embeddings = tag_cli.compiled_forward(tagger.model)(tagger.variables, chunks[:2])
-        _assert_features_close(embeddings, penultimate)
-    assert tagger.embedding_dim == 200
-    pooled = tj.Tagger.pretrained("musicnn-mtt", batch_size=4, workers=2, embedding="pooled")
-    assert pooled.embedding_dim == 1506 and pooled.model_id != tagger.model_id
+def test_embeddings_are_the_original_layers(inputs, loaded):
+    # The default: the pooled frames through the head's first batch norm, here computed with
+    # NumPy from the original's pooled features and the converted batch-norm variables.
+    want = _outputs("musicnn-mtt")
+    _, variables, _ = loaded["musicnn-mtt"]
+    norm = {key: np.asarray(value, np.float64) for key, value in (
+        *variables["params"]["head"]["input_norm"].items(),
+        *variables["batch_stats"]["head"]["input_norm"].items())}
+    pooled = np.concatenate([want["mean_pool"], want["max_pool"]], axis=-1)
+    normalized = ((pooled - norm["mean"]) / np.sqrt(norm["var"] + 1e-3) * norm["scale"]
+                  + norm["bias"])
+    for embedding, reference in (("pooled_normalized", normalized),
+                                 ("penultimate", want["penultimate"]), ("pooled", pooled)):
+        tagger = tj.Tagger.pretrained("musicnn-mtt", batch_size=4, embedding=embedding)
+        assert tagger.embedding_dim == reference.shape[-1]
+        for audio, per_chunk in zip(inputs["audio"], reference, strict=True):
+            chunks, _ = tag_cli.chunk_track(audio, tagger.chunk_samples, tagger.hop_samples,
+                                            tagger.lead_samples)
+            _, got = tag_cli.compiled_forward(tagger.model)(tagger.variables, chunks[:2])
+            _assert_features_close(got, per_chunk)
+    default = tj.Tagger.pretrained("musicnn-mtt", batch_size=4)
+    assert default.embedding_dim == 1506 and default.model_id == tj.Tagger.pretrained(
+        "musicnn-mtt", batch_size=4, embedding="pooled_normalized").model_id
+    assert tj.Tagger.pretrained("vgg-mtt", batch_size=4).embedding_dim == 256
     with pytest.raises(ValueError, match="musicnn models"):
         tj.Tagger.pretrained("vgg-mtt", embedding="pooled")
 

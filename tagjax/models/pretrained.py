@@ -30,8 +30,13 @@ LICENSE_FILE = "LICENSE.musicnn"
 
 # True float32 products everywhere (on GPUs XLA would use TF32: probabilities 4e-3 off).
 _HIGHEST = "highest"
+# The embedding for similarity search: the pooled frames standardised by the head's batch norm
+# agreed best with the ground-truth tags of nearest synth clips, for both musicnn models
+# (benchmarks/embedding_choice.py: tag Jaccard@10 0.514/0.528 against 0.498/0.495 for the
+# 200-d penultimate layer, style precision@10 0.562/0.613 against 0.525/0.567).
 _MUSICNN = dict(frontend=dict(name="musicnn", precision=_HIGHEST), summary=dict(name="meanmax"),
-                head=dict(name="musicnn_backend", precision=_HIGHEST))
+                head=dict(name="musicnn_backend", embedding="pooled_normalized",
+                          precision=_HIGHEST))
 _VGG = dict(frontend=dict(name="musicnn_vgg", precision=_HIGHEST), summary=dict(name="none"),
             head=dict(name="linear", dropout=0.5, precision=_HIGHEST))
 _VGG_MSD = {**_VGG, "frontend": dict(name="musicnn_vgg", pools=musicnn.VGG_MSD_POOLS,
@@ -156,7 +161,8 @@ def load(name: str, *, precision: str | None = _HIGHEST,
       precision: of every convolution and dense layer: "highest" (float32, the original's
         numbers to 3e-6 on any backend) or None (the backend's default: TF32 on recent GPUs,
         1.25x faster for musicnn and 4x for the VGG on an H200, probabilities up to 4e-3 off).
-      **head_overrides: head attributes to change, e.g. `embedding="pooled"` for musicnn.
+      **head_overrides: head attributes to change, e.g. `embedding="penultimate"` for
+        musicnn (whose default is "pooled_normalized").
 
     Returns:
       `(model, variables, info)`: an unbound `TaggingModel` taking audio
