@@ -44,7 +44,7 @@ def _mel_axis(frontend, sample_rate: int) -> tuple[np.ndarray, list[str]]:
                                for name in ("n_mels", "fmin", "fmax", "htk"))
     fmax = sample_rate / 2 if fmax is None else fmax
     centres = features.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax, htk=htk)[1:-1]
-    hz = [f for f in (50, 100, 250, 500, 1000, 2000, 4000, 8000, 16000)
+    hz = [f for f in (100, 250, 500, 1000, 2000, 4000, 8000, 16000)
           if centres[0] <= f <= centres[-1]]
     positions = np.interp(hz, centres, np.arange(n_mels)) + 0.5
     return positions, [f"{f // 1000}k" if f >= 1000 else str(f) for f in hz]
