@@ -102,8 +102,33 @@ class TrainState:
         return {"params": self.params, **self.model_state}
 
 
+def _pretrained_name(init_from: str) -> str | None:
+    """`init_from` if it names a published model shipped with tagjax, else None."""
+    from tagjax.models import pretrained
+
+    return init_from if init_from in pretrained.available() else None
+
+
 def _model_config(config, num_tags: int) -> ml_collections.ConfigDict:
     model_config = ml_collections.ConfigDict(config.model.to_dict())
+    name = _pretrained_name(config.init_from)
+    if name is not None:
+        # The published model's front end, as the config extends it (its `output` layer, say):
+        # what the weights need and the config does not say (the VGG-MSD's pools) comes along.
+        from tagjax.models import pretrained
+
+        published = dict(pretrained.info(name).model_config["frontend"])
+        published.pop("precision", None)
+        if model_config.frontend.name != published["name"]:
+            raise ValueError(
+                f"init_from={name!r} is a {published['name']!r} front end, but the config's is "
+                f"{model_config.frontend.name!r}: set --config.model.frontend.name="
+                f"{published['name']}")
+        model_config.frontend = ml_collections.ConfigDict(
+            {**published, **model_config.frontend.to_dict()})
+    if model_config.summary.name == "bof":
+        # The PCA fitted before the k-means is part of the model (and of its checkpoints).
+        model_config.summary.pca_components = int(config.kmeans.pca_components)
     model_config.num_tags = num_tags
     model_config.sample_rate = config.sample_rate
     # A transplanted front end used as a black box runs in inference mode with no gradient.
@@ -176,13 +201,40 @@ def _fit_bag_of_frames(model, variables, config, source) -> dict:
                                 temperature=float(km.inertia) / len(frames))
 
 
+def _check_init_from(init_from: str) -> None:
+    """Before any work: `init_from` is empty, a pretrained model's name or a run's directory."""
+    if not init_from or _pretrained_name(init_from) or os.path.isfile(
+            os.path.join(init_from, "config.json")):
+        return
+    from tagjax.models import pretrained
+
+    raise ValueError(f"init_from={init_from!r} is neither a pretrained model "
+                     f"({', '.join(pretrained.available())}) nor a training run's work "
+                     f"directory (no config.json there)")
+
+
 def _transplant_frontend(variables: dict, init_from: str) -> dict:
-    """Copies the trained front end of the run in `init_from` into `variables` (by name)."""
-    _, trained, _ = restore_model(init_from)
+    """Copies the trained front end of `init_from` (a run's work directory or a pretrained
+    model's name) into `variables` (by name), checking that every array fits."""
+    name = _pretrained_name(init_from)
+    if name is not None:
+        from tagjax.models import pretrained
+
+        _, trained, _ = pretrained.load(name)
+    else:
+        _, trained, _ = restore_model(init_from)
     variables = dict(variables)
     for collection, tree in trained.items():
-        if "frontend" in tree and collection in variables:
-            variables[collection] = {**variables[collection], "frontend": tree["frontend"]}
+        if "frontend" not in tree or collection not in variables:
+            continue
+        target = variables[collection].get("frontend")
+        if jax.tree.structure(target) != jax.tree.structure(tree["frontend"]) or any(
+                np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(target),
+                                                           jax.tree.leaves(tree["frontend"]),
+                                                           strict=True)):
+            raise ValueError(f"the front end of {init_from} does not fit the config's "
+                             f"({collection}): give the model the same front end")
+        variables[collection] = {**variables[collection], "frontend": tree["frontend"]}
     return variables
 
 
@@ -334,6 +386,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     Raises:
       TrainingDivergedError: the loss became NaN or infinite; the last good checkpoint is kept.
     """
+    _check_init_from(config.init_from)
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     data_sharding, replicated = _mesh_shardings(config.num_devices)

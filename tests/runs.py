@@ -11,6 +11,9 @@ _TINY_MODELS = {
     "fcn": {"frontend.channels": (4, 4, 4, 4, 4)},
     "crnn": {"frontend.channels": (4, 4, 4, 4), "summary.hidden": 8},
     "short_res": {"frontend.channels": (4, 4, 4, 4, 4, 4, 8), "head.hidden": 8},
+    # The published front end keeps its size: its weights are transplanted.
+    "musicnn_lstm": {"summary.hidden": 8, "head.hidden": 8},
+    "musicnn_bof": {"summary.k": 8, "head.hidden": 8},
 }
 
 
@@ -29,6 +32,7 @@ def tiny_config(name: str, data_dir: str, **overrides):
     config.checkpoint_every_steps = 3
     config.kmeans.fit_clips = 8
     config.kmeans.frames_per_batch = 64
+    config.kmeans.pca_components = min(config.kmeans.pca_components, 8)
     for key, value in _TINY_MODELS[name].items():
         part, field = key.split(".")
         config.model[part][field] = value

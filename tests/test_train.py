@@ -171,3 +171,33 @@ def test_transfer_learning_freezes_the_transplanted_front_end(trained_run, synth
     head_moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(),
                               target["params"]["head"], initial["params"]["head"])
     assert max(jax.tree.leaves(head_moved)) > 0
+
+
+@pytest.mark.parametrize("name,frozen", [("musicnn_lstm", True), ("musicnn_bof", False)])
+def test_transfer_from_a_pretrained_model(name, frozen, synth_tiny_dir, tmp_path):
+    # The published musicnn as the front end: frozen, its variables come out of training
+    # bit-identical; fine-tuned, its parameters move (its batch statistics too).
+    from tagjax.models import pretrained
+
+    config = tiny_config(name, synth_tiny_dir, num_epochs=1, freeze_frontend=frozen,
+                         **{"model.frontend.output": "cnn3" if frozen else "midend"})
+    workdir = str(tmp_path / name)
+    report = train.train_and_evaluate(config, workdir)
+    assert np.isfinite(report["roc_auc"])
+    _, published, _ = pretrained.load(config.init_from)
+    _, trained, _ = train.restore_model(workdir)
+    for collection in ("params", "batch_stats"):
+        moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(),
+                             trained[collection]["frontend"], published[collection]["frontend"])
+        assert (max(jax.tree.leaves(moved)) == 0) == frozen, collection
+    if name.endswith("bof"):
+        assert trained["kmeans"]["summary"]["pca_components"].shape == (8, 753)
+
+
+def test_init_from_names_what_it_accepts(synth_tiny_dir, tmp_path):
+    config = tiny_config("musicnn_lstm", synth_tiny_dir, init_from="musicnn")
+    with pytest.raises(ValueError, match=r"neither a pretrained model .*musicnn-mtt"):
+        train.train_and_evaluate(config, str(tmp_path / "a"))
+    config = tiny_config("cnn_lstm", synth_tiny_dir, init_from="vgg-mtt")
+    with pytest.raises(ValueError, match=r"set --config\.model\.frontend\.name=musicnn_vgg"):
+        train.train_and_evaluate(config, str(tmp_path / "b"))

@@ -82,7 +82,9 @@ class Musicnn(MusicnnInput):
 
     Each frame concatenates, in this order, the two timbral blocks (204 each), the three
     temporal blocks (51 each), then the three mid-end layers (64 each). Any number of frames
-    works; the published weights were trained on 187.
+    works; the published weights were trained on 187. `output` picks another layer's frames
+    (musicnn's extractor names them): every layer is still built, so the published weights
+    load whatever the choice, and XLA drops what the output does not use.
 
     Attributes (besides `MusicnnInput`'s):
       timbral_widths: each timbral filter's extent on the mel axis, as a fraction of `n_mels`
@@ -94,6 +96,9 @@ class Musicnn(MusicnnInput):
       midend_filters: filters of each mid-end layer.
       midend_layers: number of mid-end layers (the second and later add their input).
       midend_length: the mid-end convolutions' length in frames.
+      output: the frames returned, one of `MUSICNN_OUTPUTS`: "midend" (all 753 features),
+        "frontend" (the 561 timbral and temporal features), "timbral" (408), "temporal"
+        (153), or a mid-end layer "cnn1", "cnn2", "cnn3" (64 each, after its residual sum).
     """
 
     timbral_widths: Sequence[float] = (0.4, 0.7)
@@ -104,10 +109,15 @@ class Musicnn(MusicnnInput):
     midend_filters: int = 64
     midend_layers: int = 3
     midend_length: int = 7
+    output: str = "midend"
 
     @nn.compact
     def network(self, log_mel, *, train: bool):
-        """`(batch, frames, n_mels)` compressed mel -> `(batch, frames, 753)`."""
+        """`(batch, frames, n_mels)` compressed mel -> `(batch, frames, dim)` (753 for
+        "midend")."""
+        if self.output not in MUSICNN_OUTPUTS:
+            raise ValueError(f"unknown output={self.output!r}; choose one of "
+                             f"{', '.join(MUSICNN_OUTPUTS)}")
         x = self.normalized(log_mel, train=train)[..., None]
         # "Same" in time only, by padding: each filter's output is then max pooled over all of
         # frequency, so a filter that fits along the mel axis needs no padding there.
@@ -133,8 +143,18 @@ class Musicnn(MusicnnInput):
             z = self.norm(f"midend{i}_norm", train=train)(nn.relu(z))
             y = z if i == 0 else z + y
             layers.append(y)
-        return jnp.concatenate(layers, axis=-1)
+        timbral = len(self.timbral_widths)
+        chosen = {
+            "midend": layers,
+            "frontend": layers[:1],
+            "timbral": blocks[:timbral],
+            "temporal": blocks[timbral:],
+            **{f"cnn{i + 1}": layers[i + 1:i + 2] for i in range(self.midend_layers)},
+        }[self.output]
+        return jnp.concatenate(chosen, axis=-1)
 
+
+MUSICNN_OUTPUTS = ("midend", "frontend", "timbral", "temporal", "cnn1", "cnn2", "cnn3")
 
 # ((time, frequency) window, (time, frequency) stride) of the VGG's max pools, as the released
 # `models.py` and the graph of the MagnaTagATune model have them. The graph of the Million Song
@@ -158,16 +178,26 @@ class MusicnnVGG(MusicnnInput):
       filters: output channels of every convolution.
       pools: `((time, freq) window, (time, freq) stride)` of each block's max pool.
       dropout: dropout rate after each of the first four blocks in training.
+      output: "flatten" (the clip vector above) or a block's pooled output as frames for a
+        temporal summary, "pool1" ... "pool5": `(batch, time', freq' * filters)` (pool3 of a
+        187-frame patch: 23 frames of 12 x 128). Every block is still built, so the published
+        weights load whatever the choice.
     """
 
     filters: int = 128
     pools: Sequence = VGG_POOLS
     dropout: float = 0.25
+    output: str = "flatten"
 
     @nn.compact
     def network(self, log_mel, *, train: bool):
         """`(batch, frames, n_mels)` compressed mel -> `(batch, dim)`."""
+        outputs = ("flatten", *(f"pool{i + 1}" for i in range(len(self.pools))))
+        if self.output not in outputs:
+            raise ValueError(f"unknown output={self.output!r}; choose one of "
+                             f"{', '.join(outputs)}")
         x = self.normalized(log_mel, train=train)[..., None]
+        pooled = []
         for i, (window, strides) in enumerate(self.pools):
             if i > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
@@ -175,7 +205,11 @@ class MusicnnVGG(MusicnnInput):
                                 name=f"conv{i}")(x))
             x = self.norm(f"conv{i}_norm", train=train)(x)
             x = nn.max_pool(x, tuple(window), strides=tuple(strides), padding="VALID")
-        return x.reshape(x.shape[0], -1)
+            pooled.append(x)
+        if self.output == "flatten":
+            return x.reshape(x.shape[0], -1)
+        frames = pooled[int(self.output.removeprefix("pool")) - 1]
+        return frames.reshape(*frames.shape[:2], -1)
 
 
 EMBEDDING_LAYERS = ("penultimate", "pooled", "pooled_normalized")

@@ -148,6 +148,9 @@ class BagOfFrames(nn.Module):
       k: number of centroids (the slides use 1024); must equal the fitted k-means' k.
       soft: softmax assignments (`tj.features.bag_of_frames(soft=True)`), differentiable in
         the frames, so a front end before it can be trained; hard counts otherwise.
+      pca_components: the number of PCA components the frames are projected on before the
+        assignment (0: no PCA). The PCA's variables are declared at `init` (zeros until
+        `set_kmeans` puts the fitted ones in), so checkpoints restore them.
       temperature: softness of the soft assignment, in squared-distance units: the mean
         squared distance of a frame to its centroid (`km.inertia / n_frames`) is a natural
         scale; much smaller values make the soft histogram the hard one. 0 takes the
@@ -158,12 +161,23 @@ class BagOfFrames(nn.Module):
     k: int = 1024
     soft: bool = False
     temperature: float = 1.0
+    pca_components: int = 0
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         _require_frames(x, self)
+        dim = x.shape[-1]
+        if self.pca_components:
+            shapes = {"mean": (dim,), "components": (self.pca_components, dim),
+                      "explained_variance": (self.pca_components,),
+                      "explained_variance_ratio": (self.pca_components,)}
+            for field, shape in shapes.items():
+                self.variable(KMEANS_COLLECTION, PCA_PREFIX + field, jnp.zeros, shape,
+                              jnp.float32)
+            self.variable(KMEANS_COLLECTION, PCA_PREFIX + "whiten", jnp.zeros, (), jnp.bool_)
+            dim = self.pca_components
         centroids = self.variable(
-            KMEANS_COLLECTION, "centroids", jnp.zeros, (self.k, x.shape[-1]), jnp.float32
+            KMEANS_COLLECTION, "centroids", jnp.zeros, (self.k, dim), jnp.float32
         ).value
         inertia = self.variable(KMEANS_COLLECTION, "inertia", jnp.full, (), jnp.nan).value
         n_iter = self.variable(KMEANS_COLLECTION, "n_iter", jnp.zeros, (), jnp.int32).value

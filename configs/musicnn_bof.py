@@ -1,0 +1,27 @@
+"""The slides' CNN + bag-of-frames on a CNN that heard real music: the published musicnn's
+front and mid-end (trained on MagnaTagATune, `init_from="musicnn-mtt"`) as the frame encoder,
+a k-means codebook fitted on its frames of training clips (after a PCA to 64 dimensions), the
+soft histogram read by a 2-layer MLP.
+
+Frozen by default, as the slides built it; `--config.freeze_frontend=False` fine-tunes the
+network through the soft assignment. `--config.model.frontend.output` picks the layer whose
+frames are clustered (see `musicnn_lstm`)."""
+
+import ml_collections
+
+from tagjax.configs import common
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = common.base_config("musicnn_bof")
+    config.init_from = "musicnn-mtt"
+    config.freeze_frontend = True
+    config.num_epochs = 10
+    config.model.frontend = ml_collections.ConfigDict(dict(name="musicnn", output="midend"))
+    # Soft assignment; temperature 0: the fitted mean squared distance of a frame to its
+    # centroid.
+    config.model.summary = ml_collections.ConfigDict(dict(name="bof", k=256, soft=True,
+                                                          temperature=0.0))
+    config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=128, dropout=0.3))
+    config.kmeans.pca_components = 64
+    return config

@@ -1,0 +1,25 @@
+"""The slides' CNN + LSTM on a CNN that heard real music: the published musicnn's front and
+mid-end (trained on MagnaTagATune, `init_from="musicnn-mtt"`) as the frame encoder, a 2-layer
+LSTM read sequence-to-one, and a 2-layer MLP.
+
+Transfer learning as the slides propose: `freeze_frontend=True` (the default) uses the
+pretrained network as a black box (inference mode, no gradient, no update);
+`--config.freeze_frontend=False` fine-tunes it. `--config.init_from` takes any pretrained
+musicnn (`musicnn-msd`) or a run's work directory, and `--config.model.frontend.output` the
+layer whose frames the LSTM reads (`tj.models.Musicnn`: midend, frontend, timbral, temporal,
+cnn1, cnn2, cnn3)."""
+
+import ml_collections
+
+from tagjax.configs import common
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = common.base_config("musicnn_lstm")
+    config.init_from = "musicnn-mtt"
+    config.freeze_frontend = True
+    config.num_epochs = 10
+    config.model.frontend = ml_collections.ConfigDict(dict(name="musicnn", output="midend"))
+    config.model.summary = ml_collections.ConfigDict(dict(name="lstm", hidden=128, num_layers=2))
+    config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=128, dropout=0.3))
+    return config
