@@ -73,6 +73,7 @@ class MusicnnInput(LogMel):
         return self.network(self.log_mel(audio), train=train)
 
     def network(self, log_mel, *, train: bool):
+        """`(batch, frames, n_mels)` compressed mel -> the network's output (each subclass)."""
         raise NotImplementedError
 
 
