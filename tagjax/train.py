@@ -39,6 +39,10 @@ class TrainingDivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+class ConfigError(ValueError):
+    """A config that cannot work, found before training (the message says what to change)."""
+
+
 # ----------------------------------------------------------------------------------------------
 # Input
 
@@ -120,7 +124,7 @@ def _model_config(config, num_tags: int) -> ml_collections.ConfigDict:
         published = dict(pretrained.info(name).model_config["frontend"])
         published.pop("precision", None)
         if model_config.frontend.name != published["name"]:
-            raise ValueError(
+            raise ConfigError(
                 f"init_from={name!r} is a {published['name']!r} front end, but the config's is "
                 f"{model_config.frontend.name!r}: set --config.model.frontend.name="
                 f"{published['name']}")
@@ -208,7 +212,7 @@ def _check_init_from(init_from: str) -> None:
         return
     from tagjax.models import pretrained
 
-    raise ValueError(f"init_from={init_from!r} is neither a pretrained model "
+    raise ConfigError(f"init_from={init_from!r} is neither a pretrained model "
                      f"({', '.join(pretrained.available())}) nor a training run's work "
                      f"directory (no config.json there)")
 
@@ -232,7 +236,7 @@ def _transplant_frontend(variables: dict, init_from: str) -> dict:
                 np.shape(a) != np.shape(b) for a, b in zip(jax.tree.leaves(target),
                                                            jax.tree.leaves(tree["frontend"]),
                                                            strict=True)):
-            raise ValueError(f"the front end of {init_from} does not fit the config's "
+            raise ConfigError(f"the front end of {init_from} does not fit the config's "
                              f"({collection}): give the model the same front end")
         variables[collection] = {**variables[collection], "frontend": tree["frontend"]}
     return variables
@@ -619,7 +623,7 @@ def main(argv=None) -> None:
             jax.distributed.initialize()
         try:
             train_and_evaluate(config, workdir)
-        except TrainingDivergedError as e:
+        except (TrainingDivergedError, ConfigError) as e:
             raise SystemExit(f"error: {e}") from None
 
     app.run(run, argv=argv)

@@ -196,8 +196,8 @@ def test_transfer_from_a_pretrained_model(name, frozen, synth_tiny_dir, tmp_path
 
 def test_init_from_names_what_it_accepts(synth_tiny_dir, tmp_path):
     config = tiny_config("musicnn_lstm", synth_tiny_dir, init_from="musicnn")
-    with pytest.raises(ValueError, match=r"neither a pretrained model .*musicnn-mtt"):
+    with pytest.raises(train.ConfigError, match=r"neither a pretrained model .*musicnn-mtt"):
         train.train_and_evaluate(config, str(tmp_path / "a"))
     config = tiny_config("cnn_lstm", synth_tiny_dir, init_from="vgg-mtt")
-    with pytest.raises(ValueError, match=r"set --config\.model\.frontend\.name=musicnn_vgg"):
+    with pytest.raises(train.ConfigError, match=r"set --config\.model\.frontend\.name=musicnn_vgg"):
         train.train_and_evaluate(config, str(tmp_path / "b"))
