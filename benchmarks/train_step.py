@@ -38,7 +38,7 @@ def time_config(name: str, batch: int, repeats: int) -> dict:
 
     # The trainer's initial state; a bag-of-frames codebook is left unfitted (its cost per step
     # does not depend on the centroids' values).
-    state = train.create_state(model, config, tx_fn, sources=None, fit_statistics=False)
+    state = train.create_state(config, tx_fn, train.initial_variables(model, config))
     tx = tx_fn(state.params)
     step = jax.jit(train.make_train_step(model, tx), donate_argnums=0)
     rng = np.random.default_rng(0)

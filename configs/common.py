@@ -42,9 +42,13 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.kmeans.pca_components = 0
     config.kmeans.pca_whiten = False
 
-    # Transfer learning: start the front end from a trained run's work directory.
+    # Transfer learning: start the front end from a pretrained model or a run's work directory.
     config.init_from = ""
     config.freeze_frontend = True
+    # A frozen front end's outputs computed once, for this many crops of every training clip
+    # (and for the validation chunks), instead of at every step; 0: at every step, on fresh
+    # random crops (see tagjax/frozen_frontend.py).
+    config.frozen_crops_per_clip = 0
 
     # Bookkeeping.
     config.log_every_steps = 20

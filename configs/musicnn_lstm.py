@@ -18,6 +18,9 @@ def get_config() -> ml_collections.ConfigDict:
     config = common.base_config("musicnn_lstm")
     config.init_from = "musicnn-mtt"
     config.freeze_frontend = True
+    # The frozen network's outputs for 2 crops of every training clip, computed once: one
+    # pass over the training audio instead of one per epoch.
+    config.frozen_crops_per_clip = 2
     config.num_epochs = 10
     config.model.frontend = ml_collections.ConfigDict(dict(name="musicnn", output="midend"))
     config.model.summary = ml_collections.ConfigDict(dict(name="lstm", hidden=128, num_layers=2))

@@ -17,7 +17,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax
@@ -29,7 +29,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tagjax import checkpointing, metrics
+from tagjax import checkpointing, frozen_frontend, metrics
 from tagjax import data as tj_data
 from tagjax import models as tj_models
 from tagjax.features import kmeans_fit, pca_fit, pca_transform
@@ -174,15 +174,30 @@ def _init_variables(model, config, key, *, shapes_only: bool = False) -> dict:
     return flax.core.unfreeze(variables)
 
 
-def _collect_frames(model, variables, config, source) -> np.ndarray:
-    """Frames `(n, dim)` that the temporal summary reads, from random crops of training clips."""
-    loader = _train_loader(config, source, seed=config.seed + 1)
-    frames_fn = jax.jit(lambda v, audio: model.apply(v, audio, train=False, method=model.frames))
+def _frame_batches(model, variables, config, source,
+                   stored: frozen_frontend.StoredOutputs | None) -> Iterator[np.ndarray]:
+    """Batches `(batch, frames, dim)` of the frames the temporal summary reads, from random
+    crops of training clips (the stored crops of a frozen front end where there are some)."""
+    if stored is not None:
+        for batch in stored.training_batches(seed=config.seed + 1):
+            yield batch["frontend_output"]
+    else:
+        frames_fn = jax.jit(
+            lambda v, audio: model.apply(v, audio, train=False, method=model.frames))
+        for batch in _train_loader(config, source, seed=config.seed + 1):
+            yield np.asarray(frames_fn(variables, batch["audio"]))
+
+
+def _collect_frames(frame_batches: Iterator[np.ndarray], config) -> np.ndarray:
+    """Frames `(n, dim)` for fitting a bag of frames: `frames_per_batch` of each batch of the
+    first `fit_clips` crops."""
     batches = max(1, math.ceil(config.kmeans.fit_clips / config.batch_size))
     rng = np.random.default_rng(config.seed)
     collected = []
-    for _, batch in zip(range(batches), loader, strict=False):
-        frames = np.asarray(frames_fn(variables, batch["audio"]))
+    for _, frames in zip(range(batches), frame_batches, strict=False):
+        if frames.ndim != 3:
+            raise ConfigError(f"a bag-of-frames summary needs frames, but the front end "
+                              f"outputs clip vectors of shape {frames.shape}")
         frames = frames.reshape(-1, frames.shape[-1])
         keep = rng.choice(len(frames), min(len(frames), config.kmeans.frames_per_batch),
                           replace=False)
@@ -190,9 +205,9 @@ def _collect_frames(model, variables, config, source) -> np.ndarray:
     return np.concatenate(collected)
 
 
-def _fit_bag_of_frames(model, variables, config, source) -> dict:
+def _fit_bag_of_frames(variables, config, frame_batches: Iterator[np.ndarray]) -> dict:
     """Fits the frozen PCA (optional) and k-means of a bag-of-frames summary on training frames."""
-    frames = _collect_frames(model, variables, config, source)
+    frames = _collect_frames(frame_batches, config)
     pca = None
     if config.kmeans.pca_components:
         pca = pca_fit(frames, config.kmeans.pca_components, whiten=config.kmeans.pca_whiten)
@@ -242,15 +257,20 @@ def _transplant_frontend(variables: dict, init_from: str) -> dict:
     return variables
 
 
-def create_state(model, config, tx_fn: Callable, sources, *, fit_statistics: bool) -> TrainState:
-    """Initial variables (with a transplanted front end and fitted k-means where configured)."""
-    key = jax.random.PRNGKey(config.seed)
-    init_key, run_key = jax.random.split(key)
+def initial_variables(model, config) -> dict:
+    """The model's initial variables, with the front end of `config.init_from` transplanted."""
+    init_key, _ = jax.random.split(jax.random.PRNGKey(config.seed))
     variables = _init_variables(model, config, init_key)
     if config.init_from:
         variables = _transplant_frontend(variables, config.init_from)
-    if fit_statistics and _uses_bag_of_frames(config):
-        variables = _fit_bag_of_frames(model, variables, config, sources["train"])
+    return variables
+
+
+def create_state(config, tx_fn: Callable, variables: dict) -> TrainState:
+    """The state before the first step, from `initial_variables` (with a bag of frames
+    fitted where the model has one)."""
+    _, run_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    variables = dict(variables)
     params = variables.pop("params")
     tx = tx_fn(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
@@ -261,20 +281,67 @@ def _uses_bag_of_frames(config) -> bool:
     return config.model.summary.name == "bof"
 
 
+def _stores_frontend_outputs(config) -> bool:
+    """Whether training reads a frozen front end's stored outputs (see `frozen_frontend`)."""
+    return bool(config.init_from and config.freeze_frontend
+                and config.get("frozen_crops_per_clip", 0) > 0)
+
+
+def _store_frontend_outputs(model, variables, config, sources,
+                            workdir: str) -> frozen_frontend.StoredOutputs:
+    """Computes (or finds, from a killed run) the frozen front end's outputs for the training
+    crops and the validation chunks, in `workdir/frontend_outputs/`."""
+    from tqdm.auto import tqdm
+
+    directory = os.path.join(workdir, frozen_frontend.DIRECTORY)
+    os.makedirs(directory, exist_ok=True)
+    frontend_fn = jax.jit(lambda audio: model.apply(variables, audio, train=False,
+                                                    method=model.frontend_output))
+    crop_samples = _crop_samples(config)
+    settings = {"frontend": config.model.frontend.to_dict(), "crop_samples": crop_samples,
+                "seed": config.seed, "dataset": config.dataset.to_dict(),
+                "weights": frozen_frontend.parameters_digest(
+                    {name: tree.get("frontend") for name, tree in variables.items()})}
+    stores = {}
+    for split, dtype in (("train", np.float16), ("valid", np.float32)):
+        lengths, labels = frozen_frontend.clip_lengths_and_labels(sources[split])
+        if split == "train":
+            rows = frozen_frontend.training_crops(lengths, crop_samples,
+                                                  config.frozen_crops_per_clip, config.seed)
+        else:
+            rows = frozen_frontend.evaluation_chunks(lengths, crop_samples, config.eval_chunks)
+        with tqdm(total=len(rows), disable=not config.progress, unit="crop",
+                  desc=f"frozen front end, {split}") as progress:
+            stores[split] = frozen_frontend.compute_outputs(
+                frontend_fn, sources[split], rows, crop_samples=crop_samples,
+                batch_size=config.eval_batch_size, path=os.path.join(directory, f"{split}.npy"),
+                settings={**settings, "split": split}, dtype=dtype, progress=progress.update)
+        stores[split + "_labels"] = labels
+    return frozen_frontend.StoredOutputs(
+        train=stores["train"], train_labels=stores["train_labels"],
+        crops_per_clip=config.frozen_crops_per_clip, batch_size=config.batch_size,
+        valid=stores["valid"], valid_labels=stores["valid_labels"],
+        n_chunks=config.eval_chunks, eval_batch_size=config.eval_batch_size)
+
+
 # ----------------------------------------------------------------------------------------------
 # Update step
 
 
-def make_train_step(model, tx: optax.GradientTransformation):
-    """A pure `train_step(state, batch) -> (state, metrics)` with binary cross-entropy."""
+def make_train_step(model, tx: optax.GradientTransformation, *, input_key: str = "audio"):
+    """A pure `train_step(state, batch) -> (state, metrics)` with binary cross-entropy.
+
+    `batch` holds `labels` and either `audio` or, with `input_key="frontend_output"`, the
+    stored output of a frozen front end (see `tagjax.frozen_frontend`)."""
+    method = _INPUT_METHODS[input_key]
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         dropout_key = jax.random.fold_in(state.rng, state.step)
 
         def loss_fn(params):
             logits, updates = model.apply(
-                {"params": params, **state.model_state}, batch["audio"], train=True,
-                rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+                {"params": params, **state.model_state}, batch[input_key], train=True,
+                rngs={"dropout": dropout_key}, mutable=["batch_stats"], method=method)
             loss = optax.sigmoid_binary_cross_entropy(logits, batch["labels"]).mean()
             return loss, updates
 
@@ -292,11 +359,17 @@ def make_train_step(model, tx: optax.GradientTransformation):
     return train_step
 
 
-def make_predict(model):
-    """A pure `predict(variables, audio (B, samples)) -> probabilities (B, L)`."""
+# What a batch's input is -> the model's method that reads it.
+_INPUT_METHODS = {"audio": "__call__", "frontend_output": "logits_from_frontend_output"}
 
-    def predict(variables, audio):
-        return jax.nn.sigmoid(model.apply(variables, audio, train=False))
+
+def make_predict(model, *, input_key: str = "audio"):
+    """A pure `predict(variables, inputs) -> probabilities (B, L)`, inputs audio `(B, samples)`
+    or a frozen front end's stored output (`input_key="frontend_output"`)."""
+    method = _INPUT_METHODS[input_key]
+
+    def predict(variables, inputs):
+        return jax.nn.sigmoid(model.apply(variables, inputs, train=False, method=method))
 
     return predict
 
@@ -305,11 +378,12 @@ def make_predict(model):
 # Evaluation
 
 
-def evaluate(predict_fn, variables, loader, tags: list[str], put_batch) -> dict:
+def evaluate(predict_fn, variables, loader, tags: list[str], put_batch,
+             input_key: str = "audio") -> dict:
     """Track-level macro ROC-AUC / PR-AUC: chunk predictions averaged over each track's chunks."""
     scores, labels, track, valid = [], [], [], []
     for batch in loader:
-        scores.append(np.asarray(predict_fn(variables, put_batch(batch["audio"]))))
+        scores.append(np.asarray(predict_fn(variables, put_batch(batch[input_key]))))
         labels.append(batch["labels"])
         track.append(batch["track"])
         valid.append(batch["valid"])
@@ -416,9 +490,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     checkpoints = checkpointing.RunCheckpoints(workdir)
     resuming = checkpoints.latest_step() is not None
-    state = create_state(model, config, tx_fn, sources, fit_statistics=not resuming)
+    variables = initial_variables(model, config)
+    stored = None
+    if _stores_frontend_outputs(config):
+        if jax.process_count() > 1:
+            print("frozen_crops_per_clip: outputs are stored on one host only; this multi-host "
+                  "run computes the frozen front end at every step.")
+        else:
+            stored = _store_frontend_outputs(model, variables, config, sources, workdir)
+    if not resuming and _uses_bag_of_frames(config):
+        variables = _fit_bag_of_frames(
+            variables, config, _frame_batches(model, variables, config, sources["train"], stored))
+    state = create_state(config, tx_fn, variables)
     tx = tx_fn(state.params)
-    train_iter = iter(_train_loader(config, sources["train"], seed=config.seed))
+    if stored is not None:
+        input_key = "frontend_output"
+        train_iter = stored.training_batches(seed=config.seed)
+    else:
+        input_key = "audio"
+        train_iter = iter(_train_loader(config, sources["train"], seed=config.seed))
     meta = {"epoch": 0, "best_valid_roc_auc": -1.0, "best_step": None}
     if resuming:
         state, data_state, meta = checkpoints.restore_latest(state)
@@ -428,8 +518,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         _save_run_config(workdir, config, tags, is_main)
     state = jax.device_put(state, replicated)
 
-    train_step = jax.jit(make_train_step(model, tx), donate_argnums=0)
+    train_step = jax.jit(make_train_step(model, tx, input_key=input_key), donate_argnums=0)
     predict = jax.jit(make_predict(model))
+    predict_valid = jax.jit(make_predict(model, input_key=input_key))
     logger = _Logger(workdir, is_main)
 
     from tqdm.auto import tqdm
@@ -442,7 +533,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     try:
         while step < total_steps:
             state, step_metrics = train_step(
-                state, {"audio": put_batch(batch["audio"]), "labels": put_batch(batch["labels"])})
+                state, {input_key: put_batch(batch[input_key]),
+                        "labels": put_batch(batch["labels"])})
             # The step runs asynchronously: read the next batch meanwhile. A checkpoint after
             # this step records the input position before that read.
             end_of_epoch = (step + 1) % steps_per_epoch == 0
@@ -475,8 +567,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
             if end_of_epoch:
                 meta["epoch"] = step // steps_per_epoch
-                report = evaluate(predict, state.variables(),
-                                  _eval_loader(config, sources["valid"]), tags, put_batch)
+                valid_batches = (stored.validation_batches() if stored is not None
+                                 else _eval_loader(config, sources["valid"]))
+                report = evaluate(predict_valid, state.variables(), valid_batches, tags,
+                                  put_batch, input_key)
                 valid = {"valid_roc_auc": report["roc_auc"], "valid_pr_auc": report["pr_auc"],
                          "epoch": meta["epoch"]}
                 logger.write(step, valid)

@@ -165,7 +165,7 @@ def test_transfer_learning_freezes_the_transplanted_front_end(trained_run, synth
     for collection in ("params", "batch_stats"):
         jax.tree.map(np.testing.assert_array_equal, target[collection]["frontend"],
                      source[collection]["frontend"])
-    init_key, _ = jax.random.split(jax.random.PRNGKey(config.seed))  # as create_state
+    init_key, _ = jax.random.split(jax.random.PRNGKey(config.seed))  # as initial_variables
     initial = train._init_variables(train.tj_models.build(train._model_config(config, 32)),
                                     config, init_key)
     head_moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(),
@@ -192,6 +192,40 @@ def test_transfer_from_a_pretrained_model(name, frozen, synth_tiny_dir, tmp_path
         assert (max(jax.tree.leaves(moved)) == 0) == frozen, collection
     if name.endswith("bof"):
         assert trained["kmeans"]["summary"]["pca_components"].shape == (8, 753)
+    if frozen:
+        _check_validation_read_the_stored_outputs(config, workdir)
+
+
+def _check_validation_read_the_stored_outputs(config, workdir):
+    # A frozen front end's outputs were computed once (tagjax.frozen_frontend): the validation
+    # store holds exactly what the front end gives for eval_loader's chunks, and tagging from
+    # it gives the probabilities that tagging the audio (as the test split and Tagger do) gives.
+    from tagjax import frozen_frontend
+
+    assert config.frozen_crops_per_clip > 0
+    model, variables, _ = train.restore_model(workdir)
+    sources, _ = train._sources(config)
+    valid = train._eval_loader(config, sources["valid"])
+    stored = np.load(os.path.join(workdir, "frontend_outputs", "valid.npy"))
+    frontend = jax.jit(lambda audio: model.apply(variables, audio, train=False,
+                                                 method=model.frontend_output))
+    from_audio = jax.jit(train.make_predict(model))
+    rows, from_audio_scores = [], []
+    for batch in valid:
+        rows.append(np.asarray(frontend(batch["audio"]))[batch["valid"]])
+        from_audio_scores.append(np.asarray(from_audio(variables, batch["audio"]))[batch["valid"]])
+    np.testing.assert_array_equal(stored, np.concatenate(rows))  # same program, same batches
+    labels = np.stack([sources["valid"][i]["labels"] for i in range(len(sources["valid"]))])
+    from_stored = jax.jit(train.make_predict(model, input_key="frontend_output"))
+    from_stored_scores = [
+        np.asarray(from_stored(variables, batch["frontend_output"]))[batch["valid"]]
+        for batch in frozen_frontend.evaluation_batches(stored, labels, config.eval_chunks,
+                                                        config.eval_batch_size)]
+    # The same float32 operations on the same front-end output, compiled as one program or as
+    # two: only reassociation differs, at most an ulp (6e-8 near 1) per sequential operation of
+    # the summary and head, of which a 2-layer LSTM over 62 frames has under 10^3: 6e-5.
+    np.testing.assert_allclose(np.concatenate(from_stored_scores),
+                               np.concatenate(from_audio_scores), rtol=0, atol=6e-5)
 
 
 def test_init_from_names_what_it_accepts(synth_tiny_dir, tmp_path):

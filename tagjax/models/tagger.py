@@ -65,6 +65,12 @@ class TaggingModel(nn.Module):
         """Tag logits: `(batch, samples)` float32 audio -> `(batch, num_tags)` (no sigmoid)."""
         return self.head(self.clip_vector(audio, train=train), train=train)
 
+    def logits_from_frontend_output(self, frontend_output, *, train: bool):
+        """Tag logits from what `frontend_output` returned for the audio (computed once, e.g.
+        for a frozen front end): `(batch, frames, dim)` or `(batch, dim)` -> `(batch,
+        num_tags)`."""
+        return self.head(self.summary(frontend_output, train=train), train=train)
+
     def embed(self, audio, *, train: bool = False):
         """The head's penultimate activation, `(batch, samples)` -> `(batch, dim)`, for
         similarity search (the summary itself for a `linear` head)."""
