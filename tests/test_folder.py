@@ -1,6 +1,7 @@
 """The `folder` data set: a folder of audio files and a CSV, checked against librosa.load."""
 
 import os
+import re
 
 import librosa
 import numpy as np
@@ -164,6 +165,16 @@ def test_an_absolute_path_inside_the_folder_is_accepted(tmp_path):
         ("path,tags", [("x.wav", "a"), ("./x.wav", "b")], "line 3: 'x.wav' is listed twice"),
         ("path,tags,split", [("x.wav", "a", "tr ain")], "split name 'tr ain'"),
         ("path,tags", [], "lists no files"),
+        # A row with a field missing or one too many (an unquoted ',' in a tag) is refused.
+        ("path,tags,split", [("x.wav", "a", "train"), ("y.wav", "b")], r"line 3: .* 2 field"),
+        ("path,tags,split", [("x.wav", "a", "train", "b")], r"line 2: .* 4 field"),
+        ("path,tags", [("x.wav", "a"), ("y.wav",)], r"line 3: .* 1 field"),
+        ("path,tags", [("x.wav", "a"), ("y.wav", "a" * 200_000)], "line 3: field larger"),
+        # A data set with no tag at all: nothing to learn.
+        ("path,tags", [("x.wav", ""), ("y.wav", " ; ")], "'tags' field is empty on every row"),
+        # TFDS reads `all` as every split together.
+        ("path,tags,split", [("x.wav", "a", "valid"), ("y.wav", "a", "all")], "line 3: .*'all'"),
+        ("path,tags,split", [("x.wav", "a", "ALL")], "line 2: split name 'all' is reserved"),
     ],
 )
 def test_malformed_csvs_are_rejected_naming_the_csv(tmp_path, header, rows, message):
@@ -171,6 +182,35 @@ def test_malformed_csvs_are_rejected_naming_the_csv(tmp_path, header, rows, mess
     with pytest.raises(ValueError, match=message) as error:
         folder.read_tag_csv(tmp_path, tmp_path / "tags.csv")
     assert "tags.csv" in str(error.value)
+
+
+def test_a_csv_that_is_not_utf8_is_named_with_the_line(tmp_path):
+    (tmp_path / "tags.csv").write_bytes("path,tags\nx.wav,rock\ny.wav,café\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"tags\.csv, line 3: byte 10 \(0xe9\) is not UTF-8"):
+        folder.folder_config(tmp_path)
+    # UTF-8, with or without the byte order mark some editors write, is read.
+    (tmp_path / "tags.csv").write_bytes("\ufeffpath,tags\ny.wav,café\n".encode())
+    assert folder.read_tag_csv(tmp_path, tmp_path / "tags.csv")[0].tags == ("café",)
+
+
+def test_tags_and_splits_that_differ_only_in_case_are_one(tmp_path, caplog):
+    rows = [("x.wav", "Rock;jazz", "Train"), ("y.wav", "rock;ROCK", "train"), ("z.wav", "JAZZ", "")]
+    _write_csv(tmp_path / "tags.csv", rows)
+    with caplog.at_level("WARNING", logger=folder.logger.name):
+        rows = folder.read_tag_csv(tmp_path, tmp_path / "tags.csv")
+    assert rows == [
+        folder.FolderRow("x.wav", ("Rock", "jazz"), "train"),
+        folder.FolderRow("y.wav", ("Rock",), "train"),
+        folder.FolderRow("z.wav", ("jazz",), "train"),
+    ]
+    folds = [record.getMessage() for record in caplog.records]
+    assert len(folds) == 3  # once per spelling: rock, ROCK, JAZZ
+    assert "line 3: tag 'rock' is taken as 'Rock' (first on line 2)" in folds[0]
+    assert folder.tag_vocabulary(rows) == ["Rock", "jazz"]
+    # A given tag list is matched without regard to case, and may not repeat a tag that way.
+    assert folder.tag_vocabulary(rows, ["JAZZ", "rock"]) == ["JAZZ", "rock"]
+    with pytest.raises(ValueError, match=r"repeats a tag \('rock', 'Rock'\)"):
+        folder.tag_vocabulary(rows, ["rock", "jazz", "Rock"])
 
 
 def test_missing_folder_and_csv_are_named(tmp_path):
@@ -216,3 +256,89 @@ def test_a_split_past_the_in_memory_shuffle_limit_builds_without_tensorflow(
             np.testing.assert_array_equal(example["audio"], expected[example["id"]]["audio"])
             np.testing.assert_array_equal(example["labels"], expected[example["id"]]["labels"])
     assert not list(tmp_path.rglob("bucket_*.tmp"))  # the buckets are cleaned up
+
+
+# A folder with the quirks that used to go wrong without a word: a float track peaking at 3.0,
+# tags and splits that differ only in case, and a split none of whose files decode.
+LOUD_PEAK = 3.0
+
+
+@pytest.fixture(scope="module")
+def quirky_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quirky")
+    loud = signals.music_like(16000, 0.5, seed=1)
+    soundfile.write(root / "loud.wav", loud * (LOUD_PEAK / np.abs(loud).max()), 16000, "FLOAT")
+    soundfile.write(root / "quiet.wav", signals.music_like(16000, 0.5, seed=2), 16000)
+    soundfile.write(root / "other.flac", signals.music_like(22050, 0.5, seed=3), 22050)
+    (root / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio" * 20)
+    rows = [
+        ("loud.wav", "Rock", "train"),
+        ("quiet.wav", "rock;ROCK;Jazz", "Train"),
+        ("other.flac", "jazz", "TRAIN"),
+        ("bad.wav", "rock", "test"),
+        ("gone.wav", "jazz", "Test"),
+    ]
+    _write_csv(root / "tags.csv", rows)
+    builder = get_builder(
+        "folder", directory=root, data_dir=tmp_path_factory.mktemp("tfds"), decode_workers=0
+    )
+    return root, builder
+
+
+def _examples(builder, split):
+    source = builder.as_data_source()[split]
+    return {source[i]["id"].decode(): source[i] for i in range(len(source))}
+
+
+def test_a_track_beyond_full_scale_is_scaled_down_by_its_peak_not_clipped(quirky_folder):
+    root, builder = quirky_folder
+    examples = _examples(builder, "train")
+    reference, _ = librosa.load(os.fspath(root / "loud.wav"), sr=schema.SAMPLE_RATE)
+    peak = np.abs(reference).max()
+    assert peak == pytest.approx(LOUD_PEAK)
+    assert builder.info.metadata["rescaled"] == [
+        {"split": "train", "key": "loud.wav", "path": os.fspath(root / "loud.wav"), "peak": peak}
+    ]
+    stored = examples["loud.wav"]["audio"]
+    np.testing.assert_allclose(
+        schema.int16_to_audio(stored), reference / peak, rtol=0, atol=INT16_STEP
+    )
+    # Only the peak itself reaches full scale (clipping would flatten most of the track).
+    assert np.sum(np.abs(stored) == 32767) == np.sum(np.abs(reference) == peak)
+    # Tracks within full scale are stored as they are.
+    for path in ("quiet.wav", "other.flac"):
+        reference, _ = librosa.load(os.fspath(root / path), sr=schema.SAMPLE_RATE)
+        np.testing.assert_allclose(
+            schema.int16_to_audio(examples[path]["audio"]), reference, rtol=0, atol=INT16_STEP
+        )
+
+
+def test_case_folded_tags_and_splits_in_the_built_data_set(quirky_folder):
+    _, builder = quirky_folder
+    assert builder.info.metadata["tags"] == ["Jazz", "Rock"]  # first spellings, sorted
+    labels = {key: list(example["labels"]) for key, example in _examples(builder, "train").items()}
+    assert labels == {"loud.wav": [0, 1], "quiet.wav": [1, 1], "other.flac": [1, 0]}
+
+
+def test_a_split_whose_files_all_fail_is_left_out_and_the_others_built(quirky_folder):
+    root, builder = quirky_folder
+    assert set(builder.info.splits) == {"train"}
+    assert builder.info.splits["train"].num_examples == 3
+    reason = "none of its 2 file(s) could be decoded"
+    assert builder.info.metadata["left_out_splits"] == {"test": reason}
+    skipped = {record["key"]: record for record in builder.info.metadata["skipped"]}
+    assert set(skipped) == {"bad.wav", "gone.wav"}
+    assert {record["split"] for record in skipped.values()} == {"test"}
+    assert skipped["gone.wav"]["reason"] == "no such file"
+    left_out = re.escape(f"no split 'test': it was left out because {reason}")
+    with pytest.raises(ValueError, match=left_out):
+        get_source("folder", "test", directory=root, data_dir=builder.data_dir_root)
+
+
+def test_a_folder_where_no_file_decodes_is_an_error_listing_why(tmp_path):
+    (tmp_path / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio" * 20)
+    _write_csv(tmp_path / "tags.csv", [("bad.wav", "a", "train"), ("gone.wav", "b", "valid")])
+    with pytest.raises(
+        ValueError, match=r"tags\.csv: none of the listed files .*bad\.wav \(.*gone\.wav \(no such"
+    ):
+        get_builder("folder", directory=tmp_path, data_dir=tmp_path / "tfds", decode_workers=0)

@@ -6,6 +6,11 @@ reported and skipped, never the end of the build. `DecodePool.decode` decodes th
 given, with a progress bar, and yields either the int16 samples or a `Skipped` record that says
 why. One pool serves all the splits of a build.
 
+A decoded track that peaks beyond full scale (a float file with samples past +-1, or the
+overshoot of an mp3 decoder or of resampling) is never clipped: the whole track is scaled down
+by its peak so that it fits int16, keeping its shape and changing only its level, and a
+`Rescaled` record says so (`report_rescaled` lists them in the builder's metadata).
+
 The pool uses the "spawn" start method (forking a process that has started JAX or other threads
 can deadlock; a script must then start the build under `if __name__ == "__main__":`) and keeps
 a bounded number of files in flight, so a slow consumer (the TFDS writer) never makes the
@@ -29,6 +34,8 @@ from tagjax.data.audio import AudioDecodeError, load_audio
 # Files in flight per worker: enough to keep every worker busy, few enough to bound memory.
 _IN_FLIGHT_PER_WORKER = 4
 
+_logger = logging.getLogger(__name__)
+
 
 @dataclasses.dataclass(frozen=True)
 class Skipped:
@@ -48,10 +55,29 @@ class Skipped:
         return dataclasses.asdict(self)
 
 
+@dataclasses.dataclass(frozen=True)
+class Rescaled:
+    """A file whose decoded samples peaked beyond full scale, scaled down by its peak to fit.
+
+    Attributes:
+      key: the example's key in the data set.
+      path: the file.
+      peak: the largest absolute sample as decoded and resampled (> 1; full scale is 1); the
+        stored track is the decoded one divided by `peak`.
+    """
+
+    key: str
+    path: str
+    peak: float
+
+    def to_json(self) -> dict[str, str | float]:
+        return dataclasses.asdict(self)
+
+
 def decode_file(
     path: str, sample_rate: int = schema.SAMPLE_RATE, min_samples: int = 0
-) -> np.ndarray | str:
-    """Decodes one file to mono int16 at `sample_rate`.
+) -> tuple[np.ndarray, float] | str:
+    """Decodes one file to mono int16 at `sample_rate`, scaled down by its peak if it exceeds 1.
 
     Args:
       path: the audio file.
@@ -59,7 +85,9 @@ def decode_file(
       min_samples: files with fewer samples (after resampling) are rejected.
 
     Returns:
-      `(samples,)` int16, or a string saying why the file cannot be used.
+      `((samples,) int16, peak)`, where `peak` is the largest absolute sample as decoded (the
+      int16 samples are the decoded ones divided by `peak` when it exceeds 1, so nothing is
+      clipped), or a string saying why the file cannot be used.
     """
     try:
         samples = load_audio(path, sr=sample_rate, mono=True)
@@ -72,7 +100,10 @@ def decode_file(
             f"too short: {len(samples) / sample_rate:.3f} s of audio, "
             f"at least {min_samples / sample_rate:.3f} s required"
         )
-    return schema.audio_to_int16(samples)
+    peak = float(np.max(np.abs(samples)))
+    if peak > 1.0:
+        samples = samples / np.float32(peak)  # x / peak <= 1 exactly in floating point
+    return schema.audio_to_int16(samples), peak
 
 
 class DecodePool:
@@ -111,6 +142,8 @@ class DecodePool:
         sample_rate: int = schema.SAMPLE_RATE,
         min_samples: int = 0,
         description: str = "decoding",
+        rescaled: list[Rescaled] | None = None,
+        progress: bool = True,
     ) -> Iterator[tuple[str, np.ndarray | Skipped]]:
         """Decodes `(key, path)` jobs, yielding results in the order of `jobs`.
 
@@ -119,26 +152,37 @@ class DecodePool:
           sample_rate: the rate to resample to, in Hz.
           min_samples: files with fewer samples are skipped as too short.
           description: the progress bar's label.
+          rescaled: a list that receives a `Rescaled` record for each file scaled down by its
+            peak; `None` logs them instead.
+          progress: show a progress bar.
 
         Yields:
           `(key, samples)` with `(samples,)` int16, or `(key, Skipped)` for a file left out.
         """
-        progress = tqdm.tqdm(total=len(jobs), desc=description, unit="file")
+        bar = tqdm.tqdm(total=len(jobs), desc=description, unit="file", disable=not progress)
         try:
             results = self._ordered_map(
                 [os.fspath(path) for _, path in jobs], sample_rate, min_samples
             )
             for (key, path), result in zip(jobs, results, strict=True):
-                progress.update(1)
+                bar.update(1)
                 if isinstance(result, str):
-                    result = Skipped(key, os.fspath(path), result)
-                yield key, result
+                    yield key, Skipped(key, os.fspath(path), result)
+                    continue
+                samples, peak = result
+                if peak > 1.0:
+                    record = Rescaled(key, os.fspath(path), peak)
+                    if rescaled is None:
+                        _log_rescaled(description, record, _logger)
+                    else:
+                        rescaled.append(record)
+                yield key, samples
         finally:
-            progress.close()
+            bar.close()
 
     def _ordered_map(
         self, paths: list[str], sample_rate: int, min_samples: int
-    ) -> Iterator[np.ndarray | str]:
+    ) -> Iterator[tuple[np.ndarray, float] | str]:
         """`decode_file` over `paths`, in order, with a bounded number in flight."""
         if self.num_workers == 0 or len(paths) <= 1:
             for path in paths:
@@ -173,6 +217,32 @@ def report_skipped(
         )
     metadata.setdefault("skipped", []).extend(
         {"split": split, **record.to_json()} for record in skipped
+    )
+
+
+def report_rescaled(
+    metadata: dict, split: str, rescaled: Sequence[Rescaled], logger: logging.Logger
+) -> None:
+    """Logs the files of `split` scaled down by their peak, listing them in `metadata["rescaled"]`.
+
+    They stay in the data set; the list says which tracks are quieter than their files.
+    """
+    for record in rescaled:
+        _log_rescaled(split, record, logger)
+    metadata.setdefault("rescaled", []).extend(
+        {"split": split, **record.to_json()} for record in rescaled
+    )
+
+
+def _log_rescaled(where: str, record: Rescaled, logger: logging.Logger) -> None:
+    logger.warning(
+        "%s: %s (%s) peaks at %.4g, beyond full scale: scaled down by %.2f dB to fit int16 "
+        "instead of clipping",
+        where,
+        record.key,
+        record.path,
+        record.peak,
+        20 * np.log10(record.peak),
     )
 
 

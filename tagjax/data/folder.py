@@ -1,8 +1,8 @@
 """Your own folder of audio files and a CSV of their tags, as the TFDS data set `folder`.
 
-The CSV (default `tags.csv` in the folder) has a header row and the columns:
+The CSV (default `tags.csv` in the folder, UTF-8) has a header row and the columns:
 - `path`: the file, relative to the folder (an absolute path must lie inside it);
-- `tags`: the file's tags separated by `;` (may be empty);
+- `tags`: the file's tags separated by `;` (may be empty for some files, not for all);
 - `split` (optional): the split the file belongs to (e.g. `train`, `valid`, `test`); without
   this column every file is in the split `train`.
 
@@ -10,12 +10,25 @@ The CSV (default `tags.csv` in the folder) has a header row and the columns:
     rock/song1.mp3,rock;guitar;male vocal
     jazz/take2.flac,jazz;piano
 
+Case does not matter: split names are folded to lower case (`Train` is `train`), and tags that
+differ only in case (`Rock`, `rock`) are one tag, spelt as it first appears in the CSV (or as in
+the `tags` given to the builder). `all` is not a split name (TFDS reads it as every split).
+
 The tag vocabulary is the sorted union of the tags in the CSV, or the `tags` given to the
-builder (a tag in the CSV that is not in that list is then an error). Every file is decoded with
-`load_audio`, resampled to 16 kHz mono and stored as int16 (see `tagjax.data.schema`); a path that
-resolves outside the folder (`..`, an absolute path elsewhere, a symlink out) is rejected with an
-error naming its row; a file that cannot be decoded is reported (logged, and listed under
-`info.metadata["skipped"]`) and left out.
+builder (a tag in the CSV that is not in that list is then an error). A CSV that is not UTF-8,
+has a row with more or fewer fields than its header, a row without a path, a path listed twice,
+a path that resolves outside the folder (`..`, an absolute path elsewhere, a symlink out), a
+split name that is not a word, or no tag at all is rejected before any work, with an error
+naming the CSV and the line.
+
+Every file is decoded with `load_audio`, resampled to 16 kHz mono and stored as int16 (see
+`tagjax.data.schema`). A track that peaks beyond full scale (a float file with samples past
++-1) is never clipped: it is scaled down by its peak to fit, and listed with its peak under
+`info.metadata["rescaled"]`. A file that cannot be decoded is reported (logged, and listed under
+`info.metadata["skipped"]`) and left out; a split none of whose files decode is left out too
+(TFDS cannot store an empty split), logged with the reasons and named with them under
+`info.metadata["left_out_splits"]`, and the other splits are built; if no file decodes at all,
+the build stops with an error listing why.
 
 Each folder gets its own builder config, named after the folder and a hash of its resolved
 path, the CSV's contents, the vocabulary and the size and modification time of every listed
@@ -25,9 +38,12 @@ file, so two folders (or one folder after an edit) never share a cache entry:
     source, tags = tj.data.get_source("folder", "train", directory="~/music")
 """
 
+import codecs
 import csv
 import dataclasses
 import hashlib
+import io
+import itertools
 import logging
 import os
 import re
@@ -42,6 +58,8 @@ DEFAULT_CSV_NAME = "tags.csv"
 DEFAULT_SPLIT = "train"
 _TAG_SEPARATOR = ";"
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+# Split names TFDS gives a meaning of its own (lower case, as split names are folded).
+_RESERVED_SPLITS = ("all",)
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +82,21 @@ class FolderRow:
 def read_tag_csv(directory: str | os.PathLike, csv_path: str | os.PathLike) -> list[FolderRow]:
     """Reads and checks the folder's CSV.
 
+    Split names are folded to lower case; tags that differ only in case become the spelling
+    first seen in the CSV (logged).
+
     Args:
       directory: the folder that holds the audio files.
-      csv_path: the CSV (header `path,tags` and optionally `split`).
+      csv_path: the CSV (UTF-8, header `path,tags` and optionally `split`).
 
     Returns:
       The rows, in the CSV's order.
 
     Raises:
-      ValueError: the CSV lacks a column, a row has no path, a path resolves outside the
-        folder, a path is listed twice, or a split name is not a word; the message names the
-        CSV and the row.
+      ValueError: the CSV is not UTF-8, lacks a column, has a row with more or fewer fields
+        than the header, a row has no path, a path resolves outside the folder, a path is
+        listed twice, a split name is not a word or is `all`, or no row has a tag; the message
+        names the CSV and the line.
       FileNotFoundError: the CSV does not exist.
     """
     root = Path(directory).expanduser().absolute()
@@ -82,45 +104,99 @@ def read_tag_csv(directory: str | os.PathLike, csv_path: str | os.PathLike) -> l
     if not csv_path.is_file():
         raise FileNotFoundError(f"the folder's tag CSV {str(csv_path)!r} does not exist")
     resolved_root = root.resolve()
+    reader = csv.reader(io.StringIO(_read_utf8(csv_path), newline=""))
+    records = _records(reader, csv_path)
+    header = [name.strip() for name in next(records, [])]
+    missing = {"path", "tags"} - set(header)
+    if missing:
+        raise ValueError(
+            f"{csv_path}: the header must name the columns 'path' and 'tags' (and optionally "
+            f"'split'); it lacks {sorted(missing)} (header: {header})"
+        )
     rows, first_line = [], {}
-    with open(csv_path, newline="", encoding="utf-8-sig") as file:
-        reader = csv.DictReader(file)
-        header = [name.strip() for name in reader.fieldnames or []]
-        missing = {"path", "tags"} - set(header)
-        if missing:
+    spelling = {}  # casefolded tag -> (its first spelling, the line it is first on)
+    folded = set()  # spellings already reported as folded into another
+    for fields in records:
+        if not fields:  # a blank line
+            continue
+        line = reader.line_num
+        where = f"{csv_path}, line {line}"
+        if len(fields) != len(header):
             raise ValueError(
-                f"{csv_path}: the header must name the columns 'path' and 'tags' (and optionally "
-                f"'split'); it lacks {sorted(missing)} (header: {header})"
+                f"{where}: the row has {len(fields)} field(s), the header {len(header)} "
+                f"({','.join(header)}); quote a field that contains ','"
             )
-        reader.fieldnames = header
-        for record in reader:
-            line = reader.line_num
-            where = f"{csv_path}, line {line}"
-            path = (record["path"] or "").strip()
-            if not path:
-                raise ValueError(f"{where}: the row has no path")
-            relative = _relative_path_inside(root, resolved_root, path, where)
-            if relative in first_line:
-                raise ValueError(
-                    f"{where}: {relative!r} is listed twice (first on line {first_line[relative]})"
-                )
-            first_line[relative] = line
-            split = (record.get("split") or "").strip() or DEFAULT_SPLIT
-            if not _SPLIT_NAME.match(split):
-                raise ValueError(
-                    f"{where}: split name {split!r} must be letters, digits, '_' or '-'"
-                )
-            tags = tuple(
-                dict.fromkeys(
-                    tag.strip()
-                    for tag in (record["tags"] or "").split(_TAG_SEPARATOR)
-                    if tag.strip()
-                )
+        record = dict(zip(header, fields, strict=True))
+        path = record["path"].strip()
+        if not path:
+            raise ValueError(f"{where}: the row has no path")
+        relative = _relative_path_inside(root, resolved_root, path, where)
+        if relative in first_line:
+            raise ValueError(
+                f"{where}: {relative!r} is listed twice (first on line {first_line[relative]})"
             )
-            rows.append(FolderRow(relative, tags, split))
+        first_line[relative] = line
+        split = record.get("split", "").strip().lower() or DEFAULT_SPLIT
+        if not _SPLIT_NAME.match(split):
+            raise ValueError(f"{where}: split name {split!r} must be letters, digits, '_' or '-'")
+        if split in _RESERVED_SPLITS:
+            raise ValueError(
+                f"{where}: split name {split!r} is reserved (TFDS reads it as every split "
+                "together); name the split differently"
+            )
+        tags = []
+        for tag in record["tags"].split(_TAG_SEPARATOR):
+            tag = tag.strip()
+            if not tag:
+                continue
+            first, first_tag_line = spelling.setdefault(tag.casefold(), (tag, line))
+            if first != tag and tag not in folded:
+                folded.add(tag)
+                logger.warning(
+                    "%s: tag %r is taken as %r (first on line %d): tags that differ only in "
+                    "case are one tag",
+                    where,
+                    tag,
+                    first,
+                    first_tag_line,
+                )
+            tags.append(first)
+        rows.append(FolderRow(relative, tuple(dict.fromkeys(tags)), split))
     if not rows:
         raise ValueError(f"{csv_path}: the CSV lists no files")
+    if not spelling:
+        raise ValueError(
+            f"{csv_path}: the 'tags' field is empty on every row, so there is nothing to learn; "
+            f"give each file its tags, separated by {_TAG_SEPARATOR!r}"
+        )
     return rows
+
+
+def _records(reader, csv_path: Path):
+    """The reader's rows; a row the csv module cannot parse is a ValueError naming its line."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise ValueError(f"{csv_path}, line {reader.line_num}: {error}") from None
+
+
+def _read_utf8(csv_path: Path) -> str:
+    """The CSV's text (a UTF-8 byte order mark dropped); raises naming the first bad line."""
+    data = csv_path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise ValueError(
+            f"{csv_path}, line {line}: byte {column} (0x{data[error.start]:02x}) is not UTF-8; "
+            "save the CSV as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
 
 
 def _relative_path_inside(root: Path, resolved_root: Path, path: str, where: str) -> str:
@@ -138,16 +214,23 @@ def _relative_path_inside(root: Path, resolved_root: Path, path: str, where: str
 def tag_vocabulary(rows: list[FolderRow], tags: list[str] | None = None) -> list[str]:
     """The data set's tags: `tags` if given (checked against the rows), else the sorted union.
 
+    Tags are matched without regard to case: a row's `rock` is the given tag `Rock`.
+
     Raises:
-      ValueError: `tags` repeats a tag, or a row has a tag that is not in `tags`.
+      ValueError: `tags` repeats a tag (also one that differs only in case), or a row has a tag
+        that is not in `tags`.
     """
     used = sorted({tag for row in rows for tag in row.tags})
     if tags is None:
         return used
     tags = [str(tag) for tag in tags]
-    if len(set(tags)) != len(tags):
-        raise ValueError(f"the tag list repeats a tag: {tags}")
-    unknown = sorted(set(used) - set(tags))
+    first_spelling = {}
+    for tag in tags:
+        if tag.casefold() in first_spelling:
+            first = first_spelling[tag.casefold()]
+            raise ValueError(f"the tag list repeats a tag ({first!r}, {tag!r}): {tags}")
+        first_spelling[tag.casefold()] = tag
+    unknown = sorted(tag for tag in used if tag.casefold() not in first_spelling)
     if unknown:
         row = next(row for row in rows if set(row.tags) & set(unknown))
         raise ValueError(
@@ -214,8 +297,14 @@ class Folder(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
       **kwargs: passed to `tfds.core.GeneratorBasedBuilder` (`data_dir`, `file_format`, ...).
     """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}  # noqa: RUF012 (TFDS reads a plain dict)
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {  # noqa: RUF012 (TFDS reads a plain dict)
+        "1.0.0": "First release.",
+        "1.1.0": (
+            "Tracks beyond full scale are scaled down by their peak, not clipped; split names "
+            "and tags are case-insensitive; a split whose files all fail is left out."
+        ),
+    }
 
     def __init__(
         self,
@@ -254,6 +343,8 @@ class Folder(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
         config = self.builder_config
         metadata = schema.metadata(list(config.vocabulary))
         metadata["skipped"] = []
+        metadata["rescaled"] = []
+        metadata["left_out_splits"] = {}
         return self.dataset_info_from_configs(
             description=(
                 "Audio files of a folder, tagged by a CSV, resampled to "
@@ -271,21 +362,80 @@ class Folder(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
         splits = {}
         for row in rows:
             splits.setdefault(row.split, []).append(row)
-        return {
-            name: self._generate_examples(name, split_rows) for name, split_rows in splits.items()
-        }
+        # TFDS cannot write a split with no examples (it stops the whole build), so each split
+        # is decoded up to its first good file before any is written; one whose files all fail
+        # is left out, saying why, and the others are built.
+        generators, failures = {}, {}
+        for name, split_rows in splits.items():
+            jobs = [(row.path, os.path.join(config.directory, row.path)) for row in split_rows]
+            rescaled = []
+            probed = self._decode_until_first_example(jobs, rescaled)
+            if isinstance(probed[-1][1], decode_pool.Skipped):
+                failures[name] = [result for _, result in probed]
+                continue
+            generators[name] = self._generate_examples(
+                name, split_rows, probed, jobs[len(probed) :], rescaled
+            )
+        if not generators:
+            raise ValueError(
+                f"{config.csv_path}: none of the listed files could be decoded, so there is no "
+                f"data set to build: {_failure_list(failures)}"
+            )
+        for name, skipped in failures.items():
+            reason = f"none of its {len(skipped)} file(s) could be decoded"
+            logger.error(
+                "split %r of %s is left out: %s (each is listed below and in "
+                "info.metadata['skipped']); the other splits are built",
+                name,
+                config.directory,
+                reason,
+            )
+            self.info.metadata["left_out_splits"][name] = reason
+            decode_pool.report_skipped(self.info.metadata, name, skipped, logger)
+        return generators
 
-    def _generate_examples(self, split: str, rows: list[FolderRow]):
+    def _decode_until_first_example(
+        self, jobs: list[tuple[str, str]], rescaled: list[decode_pool.Rescaled]
+    ) -> list[tuple[str, np.ndarray | decode_pool.Skipped]]:
+        """Decodes `jobs` in this process, in order, up to and including the first that works."""
+        probed = []
+        with decode_pool.DecodePool(0) as pool:
+            for key, result in pool.decode(jobs, rescaled=rescaled, progress=False):
+                probed.append((key, result))
+                if not isinstance(result, decode_pool.Skipped):
+                    break
+        return probed
+
+    def _generate_examples(
+        self,
+        split: str,
+        rows: list[FolderRow],
+        decoded: list[tuple[str, np.ndarray | decode_pool.Skipped]],
+        jobs: list[tuple[str, str]],
+        rescaled: list[decode_pool.Rescaled],
+    ):
+        """The split's examples: those of `decoded` (already decoded), then those of `jobs`."""
         config = self.builder_config
-        index = {tag: i for i, tag in enumerate(config.vocabulary)}
+        index = {tag.casefold(): i for i, tag in enumerate(config.vocabulary)}
         tags_of = {row.path: row.tags for row in rows}
-        jobs = [(row.path, os.path.join(config.directory, row.path)) for row in rows]
+        results = itertools.chain(
+            decoded,
+            self._decode(jobs, description=f"folder/{split}", rescaled=rescaled) if jobs else (),
+        )
         skipped = []
-        for key, result in self._decode(jobs, description=f"folder/{split}"):
+        for key, result in results:
             if isinstance(result, decode_pool.Skipped):
                 skipped.append(result)
                 continue
             labels = np.zeros(len(index), np.uint8)
-            labels[[index[tag] for tag in tags_of[key]]] = 1
+            labels[[index[tag.casefold()] for tag in tags_of[key]]] = 1
             yield key, {"audio": result, "labels": labels, "id": key}
         decode_pool.report_skipped(self.info.metadata, split, skipped, logger)
+        decode_pool.report_rescaled(self.info.metadata, split, rescaled, logger)
+
+
+def _failure_list(failures: dict[str, list[decode_pool.Skipped]], most: int = 5) -> str:
+    """`key (reason); ...` for the first `most` files that failed, and how many more did."""
+    records = [record for split_records in failures.values() for record in split_records]
+    listed = "; ".join(f"{record.key} ({record.reason})" for record in records[:most])
+    return listed + (f"; and {len(records) - most} more" if len(records) > most else "")

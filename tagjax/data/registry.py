@@ -89,6 +89,13 @@ def get_source(name: str, split: str, *, config=None, data_dir=None, **builder_k
     builder = get_builder(name, config=config, data_dir=data_dir, **builder_kwargs)
     base_split = split.split("[", 1)[0]
     if base_split not in builder.info.splits:
+        left_out = builder.info.metadata.get("left_out_splits", {})
+        if base_split in left_out:  # see `folder`: a split whose files all failed to decode
+            raise ValueError(
+                f"data set {builder.info.full_name!r} has no split {base_split!r}: it was left "
+                f"out because {left_out[base_split]} (see info.metadata['skipped']); it has "
+                f"{sorted(builder.info.splits)}"
+            )
         raise ValueError(
             f"data set {builder.info.full_name!r} has no split {base_split!r}; it has "
             f"{sorted(builder.info.splits)}"
