@@ -1,14 +1,26 @@
-"""The slides' four experiments on the same data: `python -m tagjax.experiments`.
+"""The slides' four experiments on the same data, and transfer from networks that heard real
+music: `python -m tagjax.experiments`.
 
-Trains `cnn_lstm`, `cnn_bof` (end to end, and as the slides built it: on the trained `cnn_lstm`
-CNN, frozen), `mfcc_bof` and `mfcc_lstm` (each in `OUT/<name>`; a finished run is reused, a
-killed one resumed), then writes `OUT/experiments.md` (a markdown table) and
+Trains each pipeline with its default config (in `OUT/<name>`; a finished run is reused, a
+killed one resumed):
+- the slides' four: `cnn_lstm`, `cnn_bof` (end to end, and `cnn_bof_transfer` as the slides
+  built it: on the trained `cnn_lstm` CNN, frozen), `mfcc_bof` and `mfcc_lstm`;
+- on the published musicnn trained on MagnaTagATune: `musicnn_lstm` and `musicnn_bof` (frozen,
+  their configs' default) and `musicnn_lstm_finetune`, `musicnn_bof_finetune` (the same network
+  fine-tuned: `FINETUNE_OVERRIDES`);
+- `zeroshot`: the published `musicnn-mtt` scored on the data set's tags it predicts, no
+  training (`tagjax.zeroshot`);
+
+then writes `OUT/experiments.md` (a markdown table with each run's training time) and
 `OUT/experiments.png` (a bar chart) of their test ROC-AUC and PR-AUC beside the figures of the
 slides (Sankaran 2017, on MagnaTagATune) and the MFCC-statistics + logistic-regression baseline
-of the data set, when `benchmarks/synth_baseline.py` has written it.
+of the data set, when `benchmarks/synth_baseline.py` has written it. With `--second-soundfont
+SF2`, every row is also scored on the test split rendered with that General MIDI SoundFont
+(`tj.data.synth_builder.other_soundfont_config`): the same music on other instruments' samples.
 
     python -m tagjax.experiments [--out runs/experiments] [--configs cnn_lstm,mfcc_lstm]
         [--baseline benchmarks/results/synth_baseline.json] [--set num_epochs=5 ...]
+        [--second-soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2]
 """
 
 import argparse
@@ -20,8 +32,17 @@ SLIDES_ROC_AUC = {"cnn_bof": 0.67, "cnn_lstm": 0.71, "mfcc_bof": 0.62, "mfcc_lst
                   "cnn_bof_transfer": 0.67}
 # `cnn_bof_transfer` is `cnn_bof` as the slides built it: the trained `cnn_lstm` run's CNN as a
 # frozen black box (`init_from`), so it comes after `cnn_lstm`; `cnn_bof` trains end to end.
-CONFIGS = ("cnn_lstm", "cnn_bof_transfer", "cnn_bof", "mfcc_bof", "mfcc_lstm")
+CONFIGS = ("cnn_lstm", "cnn_bof_transfer", "cnn_bof", "mfcc_bof", "mfcc_lstm", "musicnn_lstm",
+           "musicnn_bof", "musicnn_lstm_finetune", "musicnn_bof_finetune", "zeroshot")
 TRANSFER_SUFFIX = "_transfer"
+FINETUNE_SUFFIX = "_finetune"
+# Fine-tuning the published network: every layer trained, from a smaller learning rate (the
+# front end starts from good weights) and for fewer epochs (each runs the network forward and
+# backward on every crop: about 6 minutes an epoch on `synth` on 2 CPU cores).
+FINETUNE_OVERRIDES = {"freeze_frontend": False, "num_epochs": 3,
+                      "optimizer.learning_rate": 5e-4}
+ZEROSHOT = "zeroshot"
+ZEROSHOT_MODEL = "musicnn-mtt"
 
 
 def _parse_value(text: str):
@@ -41,11 +62,33 @@ def _apply_overrides(config, overrides: list[str]) -> None:
         node[leaf] = _parse_value(value)
 
 
-def run_experiments(out: str, configs: list[str], overrides: list[str]) -> dict:
-    """Trains (or reuses) each config's run and returns `{config: test report}`."""
+def _config(name: str, out: str, overrides: list[str]):
+    """The config of row `name`: its config file's, with the row's own changes and `overrides`."""
     import importlib
 
-    from tagjax import train
+    base = name.removesuffix(TRANSFER_SUFFIX).removesuffix(FINETUNE_SUFFIX)
+    config = importlib.import_module(f"tagjax.configs.{base}").get_config()
+    if name.endswith(FINETUNE_SUFFIX):
+        _apply_overrides(config, [f"{key}={json.dumps(value)}"
+                                  for key, value in FINETUNE_OVERRIDES.items()])
+    _apply_overrides(config, overrides)
+    config.name = name
+    if name.endswith(TRANSFER_SUFFIX):
+        config.init_from = os.path.join(out, "cnn_lstm")
+        config.freeze_frontend = True
+    return config
+
+
+def _dataset_kwargs(config) -> dict:
+    dataset = config.dataset
+    return {"config": dataset.get("config") or None, "data_dir": dataset.get("data_dir") or None}
+
+
+def run_experiments(out: str, configs: list[str], overrides: list[str]) -> dict:
+    """Trains (or reuses) each row's run and returns `{row: test report}`."""
+    import time
+
+    from tagjax import train, zeroshot
 
     reports = {}
     for name in configs:
@@ -56,14 +99,66 @@ def run_experiments(out: str, configs: list[str], overrides: list[str]) -> dict:
                 reports[name] = json.load(f)
             print(f"{name}: reusing {results_path}")
             continue
-        base = name.removesuffix(TRANSFER_SUFFIX)
-        config = importlib.import_module(f"tagjax.configs.{base}").get_config()
-        _apply_overrides(config, overrides)
-        if name.endswith(TRANSFER_SUFFIX):
-            config.name = name
-            config.init_from = os.path.join(out, "cnn_lstm")
-            config.freeze_frontend = True
-        reports[name] = train.train_and_evaluate(config, workdir)
+        if name == ZEROSHOT:
+            config = _config("musicnn_lstm", out, overrides)  # for its data set
+            start = time.perf_counter()
+            report = zeroshot.zero_shot(ZEROSHOT_MODEL, config.dataset.name, "test",
+                                        dataset_config=_dataset_kwargs(config)["config"],
+                                        data_dir=_dataset_kwargs(config)["data_dir"])
+            report["test_seconds"] = time.perf_counter() - start
+            os.makedirs(workdir, exist_ok=True)
+            with open(results_path, "w") as f:
+                json.dump(report, f, indent=2)
+            reports[name] = report
+            continue
+        reports[name] = train.train_and_evaluate(_config(name, out, overrides), workdir)
+    return reports
+
+
+def score_other_soundfont(out: str, names: list[str], soundfont: str,
+                          overrides: list[str]) -> dict:
+    """`{row: report}` of each row's best checkpoint on the test split rendered with
+    `soundfont` (each cached in `OUT/<row>/other_soundfont.json`)."""
+    import jax
+    import numpy as np
+
+    from tagjax import data as tj_data
+    from tagjax import train, zeroshot
+    from tagjax.data import synth_builder
+
+    reports = {}
+    for name in names:
+        path = os.path.join(out, name, "other_soundfont.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                saved = json.load(f)
+            if saved.get("soundfont") == os.path.abspath(soundfont):
+                reports[name] = saved
+                continue
+        config = _config("musicnn_lstm" if name == ZEROSHOT else name, out, overrides)
+        if config.dataset.name != "synth":
+            raise ValueError(f"--second-soundfont renders synth; {name} trains on "
+                             f"{config.dataset.name}")
+        base = _dataset_kwargs(config)["config"] or "default"
+        sf_config = synth_builder.other_soundfont_config(soundfont, base=base)
+        source, tags = tj_data.get_source("synth", "test", config=sf_config,
+                                          data_dir=_dataset_kwargs(config)["data_dir"])
+        if name == ZEROSHOT:
+            import tagjax as tj
+            from tagjax import metrics
+
+            tagger = tj.Tagger.pretrained(ZEROSHOT_MODEL)
+            labels, scores, mapping = zeroshot.shared_tag_scores(tagger, source, tags)
+            report = metrics.tagging_report(labels, scores, list(mapping))
+        else:
+            model, variables, run = train.restore_model(os.path.join(out, name))
+            predict = jax.jit(train.make_predict(model))
+            report = train.evaluate(predict, variables, train._eval_loader(run.train, source),
+                                    list(tags), np.asarray)
+        report["soundfont"] = os.path.abspath(soundfont)
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2)
+        reports[name] = report
     return reports
 
 
@@ -76,19 +171,41 @@ def load_baseline(path: str) -> dict | None:
     return {"roc_auc": scores["test_macro_roc_auc"], "pr_auc": scores["test_macro_pr_auc"]}
 
 
-def markdown_table(reports: dict, baseline: dict | None) -> str:
-    lines = ["| pipeline | test ROC-AUC | test PR-AUC | slides' ROC-AUC (MagnaTagATune) |",
-             "|---|---|---|---|"]
+def _minutes(report: dict) -> str:
+    seconds = report.get("train_seconds")
+    if seconds is None:
+        return "none" if "test_seconds" in report else ""
+    return f"{seconds / 60:.1f}"
+
+
+def markdown_table(reports: dict, baseline: dict | None, other: dict | None = None) -> str:
+    header = "| pipeline | test ROC-AUC | test PR-AUC | training (min) |"
+    rule = "|---|---|---|---|"
+    if other:
+        header += " ROC-AUC, other SoundFont | drop |"
+        rule += "---|---|"
+    header += " slides' ROC-AUC (MagnaTagATune) |"
+    rule += "---|"
+    lines = [header, rule]
     for name, report in reports.items():
-        lines.append(f"| {name} | {report['roc_auc']:.4f} | {report['pr_auc']:.4f} | "
-                     f"{SLIDES_ROC_AUC.get(name, float('nan')):.2f} |")
+        row = (f"| {name} | {report['roc_auc']:.4f} | {report['pr_auc']:.4f} | "
+               f"{_minutes(report)} |")
+        if other:
+            if name in other:
+                roc = other[name]["roc_auc"]
+                row += f" {roc:.4f} | {report['roc_auc'] - roc:+.4f} |"
+            else:
+                row += " | |"
+        slides = SLIDES_ROC_AUC.get(name)
+        row += f" {slides:.2f} |" if slides is not None else " |"
+        lines.append(row)
     if baseline is not None:
         lines.append(f"| baseline: MFCC mean+std, logistic regression | {baseline['roc_auc']:.4f} "
-                     f"| {baseline['pr_auc']:.4f} | |")
+                     f"| {baseline['pr_auc']:.4f} | |" + (" | |" if other else "") + " |")
     return "\n".join(lines)
 
 
-def bar_chart(reports: dict, baseline: dict | None, path: str) -> None:
+def bar_chart(reports: dict, baseline: dict | None, path: str, other: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,22 +213,28 @@ def bar_chart(reports: dict, baseline: dict | None, path: str) -> None:
     import numpy as np
 
     names = list(reports)
-    roc = [reports[n]["roc_auc"] for n in names]
-    pr = [reports[n]["pr_auc"] for n in names]
-    slides = [SLIDES_ROC_AUC.get(n, np.nan) for n in names]
+    series = [("test ROC-AUC", [reports[n]["roc_auc"] for n in names]),
+              ("test PR-AUC", [reports[n]["pr_auc"] for n in names])]
+    if other:
+        series.append(("test ROC-AUC, other SoundFont",
+                       [other.get(n, {}).get("roc_auc", np.nan) for n in names]))
+    series.append(("slides' ROC-AUC (MagnaTagATune)",
+                   [SLIDES_ROC_AUC.get(n, np.nan) for n in names]))
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(8, 5))
-    ax.bar(x - 0.27, roc, 0.27, label="tagjax test ROC-AUC")
-    ax.bar(x, pr, 0.27, label="tagjax test PR-AUC")
-    ax.bar(x + 0.27, slides, 0.27, label="slides' ROC-AUC (MagnaTagATune)")
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(names)), 5.5))
+    for i, (label, values) in enumerate(series):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=label)
     if baseline is not None:
         ax.axhline(baseline["roc_auc"], color="k", linestyle="--", linewidth=1,
                    label="baseline ROC-AUC (MFCC stats + logistic regression)")
-    ax.set_xticks(x, names)
+    labels = [f"{n}\n{_minutes(reports[n])} min" if _minutes(reports[n]) not in ("", "none")
+              else n for n in names]
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("macro score over tags")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, fontsize=8)
-    ax.set_title("The slides' four pipelines on the same data")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2, fontsize=8)
+    ax.set_title("The slides' pipelines, from scratch and on a pretrained front end")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -125,14 +248,22 @@ def main(argv=None) -> None:
                                                            "synth_baseline.json"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field in every run, e.g. num_epochs=5")
+    parser.add_argument("--second-soundfont", metavar="SF2",
+                        help="also score every row on the test split rendered with this "
+                             "General MIDI SoundFont")
     args = parser.parse_args(argv)
+    if args.second_soundfont and not os.path.isfile(args.second_soundfont):
+        raise SystemExit(f"error: --second-soundfont {args.second_soundfont} is not a file")
     os.makedirs(args.out, exist_ok=True)
-    reports = run_experiments(args.out, args.configs.split(","), args.set)
+    names = args.configs.split(",")
+    reports = run_experiments(args.out, names, args.set)
+    other = (score_other_soundfont(args.out, names, args.second_soundfont, args.set)
+             if args.second_soundfont else None)
     baseline = load_baseline(args.baseline)
-    table = markdown_table(reports, baseline)
+    table = markdown_table(reports, baseline, other)
     with open(os.path.join(args.out, "experiments.md"), "w") as f:
         f.write(table + "\n")
-    bar_chart(reports, baseline, os.path.join(args.out, "experiments.png"))
+    bar_chart(reports, baseline, os.path.join(args.out, "experiments.png"), other)
     print(table)
     print(f"wrote {args.out}/experiments.md and {args.out}/experiments.png")
 

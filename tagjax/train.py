@@ -476,6 +476,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     # Input.
     sources, tags = _sources(config)
+    # Training time: from here (the data set ready) to the test, over every resumed part.
+    started, seconds_before = time.perf_counter(), 0.0
     steps_per_epoch = len(sources["train"]) // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"The train split has {len(sources['train'])} tracks, fewer than one "
@@ -513,6 +515,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if resuming:
         state, data_state, meta = checkpoints.restore_latest(state)
         train_iter.set_state(data_state)
+        seconds_before = meta.get("train_seconds", 0.0)
         print(f"Resuming {workdir} from step {int(state.step)} (epoch {meta['epoch']}).")
     else:
         _save_run_config(workdir, config, tags, is_main)
@@ -565,6 +568,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 window_loss, window_clips, window_start = [], 0, time.perf_counter()
             progress.update(1)
 
+            if end_of_epoch or saves:
+                meta["train_seconds"] = seconds_before + time.perf_counter() - started
             if end_of_epoch:
                 meta["epoch"] = step // steps_per_epoch
                 valid_batches = (stored.validation_batches() if stored is not None
@@ -585,6 +590,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                 step_hook(step)
         progress.close()
 
+        train_seconds = seconds_before + time.perf_counter() - started
         # Test the best checkpoint.
         if checkpoints.best_step() is not None:
             state, _, _ = checkpoints.restore_best(jax.device_get(state))
@@ -592,7 +598,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         report = evaluate(predict, state.variables(), _eval_loader(config, sources["test"]),
                           tags, put_batch)
         report.update({"config": config.name, "best_step": meta["best_step"],
-                       "best_valid_roc_auc": meta["best_valid_roc_auc"], "steps": step})
+                       "best_valid_roc_auc": meta["best_valid_roc_auc"], "steps": step,
+                       "train_seconds": round(train_seconds, 1)})
         if is_main:
             with open(os.path.join(workdir, "results.json"), "w") as f:
                 json.dump(report, f, indent=2)

@@ -1,10 +1,16 @@
 """`python -m tagjax.experiments`: finished runs are reused, the others trained (the transfer run
-on the trained `cnn_lstm` front end), and the table and chart name the baseline."""
+on the trained `cnn_lstm` front end), the table and chart name the baseline and each run's
+training time, and `--second-soundfont` scores every row on the test clips rendered again."""
 
 import json
 import shutil
 
+import numpy as np
+import pytest
+
+from tagjax import data as tj_data
 from tagjax import experiments
+from tagjax.data import synth, synth_builder
 
 # `tests/runs.py`'s tiny `cnn_bof`, as `--set` overrides of every run.
 TINY_CNN_BOF = {
@@ -34,8 +40,11 @@ def test_experiments_reuse_finished_runs_train_the_rest_and_report(
     ))
     overrides = [f"dataset.data_dir={synth_tiny_dir}"]
     overrides += [f"{key}={json.dumps(value)}" for key, value in TINY_CNN_BOF.items()]
+    # The "second" SoundFont is the default one under another name: the same clips come out.
+    soundfont = tmp_path / "same_as_default.sf2"
+    shutil.copyfile(synth.DEFAULT_SOUNDFONT, soundfont)
     argv = ["--out", str(out), "--configs", "cnn_lstm,cnn_bof_transfer",
-            "--baseline", str(baseline)]
+            "--baseline", str(baseline), "--second-soundfont", str(soundfont)]
     for override in overrides:
         argv += ["--set", override]
 
@@ -51,8 +60,13 @@ def test_experiments_reuse_finished_runs_train_the_rest_and_report(
     assert len(rows) == 2 + 3  # header, rule, two runs and the baseline
     for name in ("cnn_lstm", "cnn_bof_transfer"):
         report = json.loads((out / name / "results.json").read_text())
-        row = f"| {name} | {report['roc_auc']:.4f} | {report['pr_auc']:.4f} | " \
-              f"{experiments.SLIDES_ROC_AUC[name]:.2f} |"
+        assert 0 < report["train_seconds"] < 600
+        # Rendered with the same SoundFont, the test clips are the same: no drop.
+        other = json.loads((out / name / "other_soundfont.json").read_text())
+        assert other["roc_auc"] == report["roc_auc"] and other["pr_auc"] == report["pr_auc"]
+        row = (f"| {name} | {report['roc_auc']:.4f} | {report['pr_auc']:.4f} | "
+               f"{report['train_seconds'] / 60:.1f} | {report['roc_auc']:.4f} | +0.0000 | "
+               f"{experiments.SLIDES_ROC_AUC[name]:.2f} |")
         assert row in rows
     assert rows[-1].startswith("| baseline") and "| 0.8750 | 0.6250 |" in rows[-1]
     assert (out / "experiments.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -61,3 +75,22 @@ def test_experiments_reuse_finished_runs_train_the_rest_and_report(
     printed = capsys.readouterr().out
     assert "cnn_bof_transfer: reusing" in printed
     assert (out / "experiments.md").read_text().splitlines() == rows
+
+
+def test_other_soundfont_config_renders_the_test_split_again(synth_tiny_dir, tmp_path):
+    # With the default SoundFont under another name, the test split comes out sample for sample;
+    # with another SoundFont, the same compositions and tags on other samples.
+    copy = tmp_path / "copy.sf2"
+    shutil.copyfile(synth.DEFAULT_SOUNDFONT, copy)
+    config = synth_builder.other_soundfont_config(copy, base="tiny")
+    assert config.name.startswith("tiny-copy-") and config.splits == ("test",)
+    again, tags = tj_data.get_source("synth", "test", config=config, data_dir=synth_tiny_dir)
+    test, test_tags = tj_data.get_source("synth", "test", config="tiny", data_dir=synth_tiny_dir)
+    assert tags == test_tags and len(again) == len(test)
+    for i in range(len(test)):
+        np.testing.assert_array_equal(again[i]["audio"], test[i]["audio"])
+        np.testing.assert_array_equal(again[i]["labels"], test[i]["labels"])
+    not_a_soundfont = tmp_path / "notes.sf2"
+    not_a_soundfont.write_text("not a SoundFont")
+    with pytest.raises(ValueError, match="notes.sf2.*not a SoundFont 2 file"):
+        synth_builder.other_soundfont_config(not_a_soundfont)

@@ -8,8 +8,10 @@ read back without TensorFlow through `builder.as_data_source()`.
 """
 
 import dataclasses
+import hashlib
 import multiprocessing
 import os
+import re
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -29,18 +31,49 @@ class SynthConfig(tfds.core.BuilderConfig):
       clip_seconds: the length of every clip.
       split_fractions: the fractions of `train`, `valid` and `test`; clip `i` of the data set is
         composed from seed `i`, and the splits take consecutive seeds in that order.
+      soundfont: the `.sf2` file the clips are rendered with; empty: the one pretty_midi ships.
+      splits: the splits built (all three unless a config says otherwise).
     """
 
     num_clips: int = 2000
     clip_seconds: float = 8.0
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    soundfont: str = ""
+    splits: tuple[str, ...] = _SPLITS
 
     def split_seeds(self) -> dict[str, range]:
-        """The seeds of each split."""
+        """The seeds of each split built."""
         n_train = round(self.num_clips * self.split_fractions[0])
         n_valid = round(self.num_clips * self.split_fractions[1])
         bounds = (0, n_train, n_train + n_valid, self.num_clips)
-        return {name: range(bounds[i], bounds[i + 1]) for i, name in enumerate(_SPLITS)}
+        return {name: range(bounds[i], bounds[i + 1]) for i, name in enumerate(_SPLITS)
+                if name in self.splits}
+
+
+def other_soundfont_config(soundfont: str | os.PathLike, base: str = "default") -> SynthConfig:
+    """The test split of config `base` (the same compositions and recording chains) rendered with
+    another General MIDI SoundFont: how a model trained on the default SoundFont's timbres fares
+    on other instruments playing the same music.
+
+    Its name is `<base>-<file stem>-<8 hex digits of the file's digest>`, e.g.
+    `default-fluidr3_gm-1a2b3c4d`, so each SoundFont is built (and cached) once::
+
+        config = other_soundfont_config("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+        source, tags = tj.data.get_source("synth", "test", config=config)
+    """
+    path = os.path.abspath(os.path.expanduser(os.fspath(soundfont)))
+    synth._soundfont_bytes(path)  # a clear error for a missing or non-SoundFont file
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    stem = re.sub(r"[^a-z0-9_]+", "_", os.path.splitext(os.path.basename(path))[0].lower())
+    parent = next(c for c in Synth.BUILDER_CONFIGS if c.name == base)
+    return SynthConfig(
+        name=f"{base}-{stem}-{digest.hexdigest()[:8]}",
+        description=f"The test split of synth/{base} rendered with {os.path.basename(path)}.",
+        num_clips=parent.num_clips, clip_seconds=parent.clip_seconds,
+        split_fractions=parent.split_fractions, soundfont=path, splits=("test",))
 
 
 # Spawning a worker imports tagjax (a few seconds on two busy cores), so builds with less audio
@@ -54,10 +87,11 @@ def _cores() -> int:
     return os.cpu_count() or 1
 
 
-def _render_example(task: tuple[int, float]) -> tuple[int, np.ndarray, np.ndarray]:
-    """`(seed, seconds)` -> `(seed, int16 audio, uint8 multi-hot labels)`, in a worker process."""
-    seed, seconds = task
-    audio, tags = synth.make_clip(seed, seconds, schema.SAMPLE_RATE)
+def _render_example(task: tuple[int, float, str | None]) -> tuple[int, np.ndarray, np.ndarray]:
+    """`(seed, seconds, soundfont)` -> `(seed, int16 audio, uint8 multi-hot labels)`, in a worker
+    process."""
+    seed, seconds, soundfont = task
+    audio, tags = synth.make_clip(seed, seconds, schema.SAMPLE_RATE, soundfont=soundfont)
     labels = np.zeros(len(synth.TAGS), np.uint8)
     labels[[synth.TAGS.index(tag) for tag in tags]] = 1
     return seed, schema.audio_to_int16(audio), labels
@@ -73,17 +107,20 @@ class ClipRenderer:
       seconds: the clips' length.
       workers: processes; 1 renders in-process.
       n_uses: how many `render` calls the pool serves before it is closed.
+      soundfont: the `.sf2` file; None: the one pretty_midi ships.
     """
 
-    def __init__(self, seconds: float, workers: int, n_uses: int = 1):
+    def __init__(self, seconds: float, workers: int, n_uses: int = 1,
+                 soundfont: str | None = None):
         self.seconds = seconds
+        self.soundfont = soundfont
         self.workers = workers
         self._remaining = n_uses
         self._pool = None
 
     def render(self, seeds, description: str = ""):
         """Yields `(seed, (samples,) int16, (len(synth.TAGS),) uint8)` for each seed, in order."""
-        tasks = [(int(seed), self.seconds) for seed in seeds]
+        tasks = [(int(seed), self.seconds, self.soundfont) for seed in seeds]
         finished = False
         try:
             if self.workers <= 1:
@@ -146,9 +183,10 @@ class Synth(tfds.core.GeneratorBasedBuilder):
         del dl_manager  # nothing to download
         config = self.builder_config
         split_seeds = config.split_seeds()
-        audio_seconds = config.num_clips * config.clip_seconds
+        audio_seconds = sum(map(len, split_seeds.values())) * config.clip_seconds
         workers = _cores() if audio_seconds >= _MIN_SECONDS_FOR_WORKERS else 1
-        renderer = ClipRenderer(config.clip_seconds, workers, n_uses=len(split_seeds))
+        renderer = ClipRenderer(config.clip_seconds, workers, n_uses=len(split_seeds),
+                                soundfont=config.soundfont or None)
         return {
             name: self._generate_examples(renderer, name, seeds)
             for name, seeds in split_seeds.items()
