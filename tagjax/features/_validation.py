@@ -54,8 +54,12 @@ def finite(x: jax.Array, name: str = "x") -> None:
     feature functions let NaN and infinities propagate to their output instead (see the package
     docstring).
     """
-    if isinstance(x, jax.core.Tracer) or bool(_all_finite(x)):
+    if isinstance(x, jax.core.Tracer):
         return
+    # A concrete array met while the caller traces (a constant in its jit) is checked now.
+    with jax.ensure_compile_time_eval():
+        if bool(_all_finite(x)):
+            return
     bad = np.flatnonzero(~np.isfinite(np.asarray(x)))
     position = np.unravel_index(bad[0], x.shape)
     raise ValueError(f"{name} is not finite everywhere: {bad.size} of {x.size} values are NaN "
