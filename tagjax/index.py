@@ -391,7 +391,7 @@ def _save_or_keep(index: TrackIndex, out: str) -> None:
         index.save(out)
         return
     except OSError as error:
-        reason = tagging._os_reason(error)
+        reason = tagging.os_error_reason(error)
     stem = os.path.splitext(os.path.basename(out))[0] or "index"
     descriptor, kept = tempfile.mkstemp(prefix=f"{stem}-", suffix=".npz")
     os.close(descriptor)

@@ -197,7 +197,7 @@ def _search_folder(top: str, files: list[str], on_skipped) -> None:
             with os.scandir(folder) as listing:
                 entries = sorted(listing, key=lambda entry: entry.name)
         except OSError as error:
-            on_skipped(folder, _os_reason(error))
+            on_skipped(folder, os_error_reason(error))
             continue
         key = (info.st_dev, info.st_ino)
         if key in ancestors:
@@ -214,7 +214,7 @@ def _search_folder(top: str, files: list[str], on_skipped) -> None:
             try:
                 is_folder = entry.is_dir()
             except OSError as error:  # a link that loops on itself
-                on_skipped(entry.path, _os_reason(error))
+                on_skipped(entry.path, os_error_reason(error))
                 continue
             if is_folder:
                 subfolders.append(entry.path)
@@ -223,7 +223,7 @@ def _search_folder(top: str, files: list[str], on_skipped) -> None:
         stack.extend((subfolder, (*ancestors, key)) for subfolder in reversed(subfolders))
 
 
-def _os_reason(error: OSError) -> str:
+def os_error_reason(error: OSError) -> str:
     """An `OSError` in words: "permission denied", "a symbolic link loop", ..."""
     if isinstance(error, PermissionError):
         return "permission denied"
@@ -849,7 +849,7 @@ def check_writable_folder(path: str, what: str) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".tagjax-check-"):
             pass
     except OSError as error:
-        raise SystemExit(f"error: cannot write {what} {path}: {_os_reason(error)} in "
+        raise SystemExit(f"error: cannot write {what} {path}: {os_error_reason(error)} in "
                          f"{folder}") from None
 
 
