@@ -29,12 +29,14 @@ are not comparable.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import pickle
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -130,17 +132,34 @@ class TrackIndex:
                 f"{tagger.hop_seconds} s: pass --hop {self.hop_seconds} or build a new index")
 
     def save(self, path: str | os.PathLike) -> None:
-        """Writes the index to `path` atomically (a whole new file replaces the old one)."""
+        """Writes the index to `path` atomically (a whole new file replaces the old one).
+
+        A new file gets the permissions of any file the user creates (`0o666` less the umask);
+        a replaced one keeps its own.
+        """
         path = os.fspath(path)
         arrays = {field: getattr(self, field) for field in _FIELDS[:-1]}
         arrays["paths"] = np.asarray(self.paths, str)
         arrays["tags"] = np.asarray(self.tags, str)
         arrays["format_version"] = np.int64(FORMAT_VERSION)
         directory = os.path.dirname(os.path.abspath(path))
-        with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz.tmp", delete=False) as f:
-            temporary = f.name
-            np.savez(f, **arrays)
-        os.replace(temporary, path)
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        # The temporary file is created 0o600; it takes its final mode before it is renamed.
+        descriptor, temporary = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
+        try:
+            with os.fdopen(descriptor, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(temporary, mode)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrackIndex":
@@ -160,16 +179,33 @@ class TrackIndex:
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise ValueError(f"{path}: not a tagjax index (a single array, not an .npz archive)")
         with archive:
-            version = (int(archive["format_version"]) if "format_version" in archive.files
-                       else FORMAT_VERSION)  # a file without one lacks the other fields too
-            if version not in (1, FORMAT_VERSION):
-                raise ValueError(f"{path}: index format version {version} is not one this "
-                                 f"tagjax reads (1 or {FORMAT_VERSION})")
-            fields = [f for f in _FIELDS if version > 1 or f != "model_name"]
-            missing = [field for field in fields if field not in archive.files]
-            if missing:
-                raise ValueError(f"{path}: not a tagjax index (it lacks {', '.join(missing)})")
-            arrays = {field: archive[field] for field in fields}
+            arrays = {}
+            for field in _FIELDS:
+                if field not in archive.files:
+                    continue
+                try:
+                    arrays[field] = archive[field]
+                except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+                    raise ValueError(f"{path}: a damaged tagjax index: its {field} array cannot "
+                                     f"be read ({error})") from error
+        # A file without a version lacks the other fields too, and is refused below.
+        version = arrays.get("format_version", np.int64(FORMAT_VERSION))
+        if version.shape != () or version.dtype.kind not in "iu":
+            raise ValueError(f"{path}: not a tagjax index (its format_version is "
+                             f"{_describe(version)}, not an integer)")
+        version = int(version)
+        if version not in (1, FORMAT_VERSION):
+            raise ValueError(f"{path}: index format version {version} is not one this "
+                             f"tagjax reads (1 or {FORMAT_VERSION})")
+        fields = [f for f in _FIELDS if version > 1 or f != "model_name"]
+        missing = [field for field in fields if field not in arrays]
+        if missing:
+            raise ValueError(f"{path}: not a tagjax index (it lacks {', '.join(missing)})")
+        for field in fields:
+            ndim, kinds = _LAYOUT[field]
+            if arrays[field].ndim != ndim or arrays[field].dtype.kind not in kinds:
+                raise ValueError(f"{path}: not a tagjax index (its {field} is "
+                                 f"{_describe(arrays[field])})")
         index = cls(**{field: arrays[field] for field in ("paths", "sizes", "mtimes_ns",
                                                           "durations", "embeddings",
                                                           "probabilities", "tags")},
@@ -177,17 +213,29 @@ class TrackIndex:
                     hop_seconds=float(arrays["hop_seconds"]),
                     model_name=str(arrays.get("model_name", "")))
         n = len(index.paths)
-        if (index.embeddings.ndim != 2 or index.probabilities.shape != (n, len(index.tags))
+        if (index.probabilities.shape != (n, len(index.tags))
                 or any(len(a) != n for a in (index.sizes, index.mtimes_ns, index.durations,
                                              index.embeddings))):
             raise ValueError(f"{path}: the index's arrays disagree in their number of tracks")
+        if not (np.isfinite(index.hop_seconds) and index.hop_seconds > 0):
+            raise ValueError(f"{path}: not a tagjax index (its hop_seconds is "
+                             f"{index.hop_seconds})")
         return index
 
-    def updated(self, rows: Sequence[dict]) -> "TrackIndex":
+    def non_finite_rows(self) -> np.ndarray:
+        """Rows whose embedding or tag probabilities hold NaN or infinite values, `(n,)` int64."""
+        finite = (np.isfinite(self.embeddings).all(axis=1)
+                  & np.isfinite(self.probabilities).all(axis=1))
+        return np.flatnonzero(~finite)
+
+    def updated(self, rows: Sequence[dict], removed: Iterable[str] = ()) -> "TrackIndex":
         """A new index with `rows` (dicts of one track's fields) replacing the tracks with the
-        same paths in place, and the others appended in order."""
-        columns = {field: list(getattr(self, field)) for field in _FIELDS[:6]}
-        where = {str(path): row for row, path in enumerate(self.paths)}
+        same paths in place, and the others appended in order, less the tracks of `removed`
+        (paths)."""
+        removed = set(removed)
+        keep = np.asarray([str(path) not in removed for path in self.paths], bool)
+        columns = {field: list(getattr(self, field)[keep]) for field in _FIELDS[:6]}
+        where = {str(path): row for row, path in enumerate(columns["paths"])}
         for track in rows:
             row = where.get(track["paths"])
             if row is None:
@@ -204,6 +252,26 @@ class TrackIndex:
             like = getattr(self, field)
             arrays[field] = np.asarray(columns[field], dtype).reshape(-1, *like.shape[1:])
         return dataclasses.replace(self, **arrays)
+
+
+# Each field's number of axes and dtype kinds (`np.dtype.kind`).
+_LAYOUT = {"paths": (1, "U"), "sizes": (1, "iu"), "mtimes_ns": (1, "iu"),
+           "durations": (1, "fiu"), "embeddings": (2, "f"), "probabilities": (2, "f"),
+           "tags": (1, "U"), "model_id": (0, "U"), "workdir": (0, "U"),
+           "hop_seconds": (0, "fiu"), "model_name": (0, "U"), "format_version": (0, "iu")}
+
+
+def _describe(array: np.ndarray) -> str:
+    if array.ndim == 0:
+        return f"{array.item()!r} ({array.dtype})"
+    return f"an array of shape {array.shape} and dtype {array.dtype}"
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def file_stamp(path: str) -> tuple[int, int]:
@@ -225,7 +293,10 @@ def build_index(tagger: tagging.Tagger, paths: Iterable[str | os.PathLike],
       on_failure: called with each `TrackFailure` as it happens.
 
     Returns:
-      The new index and counts `{"added", "updated", "unchanged", "failed"}`.
+      The new index and counts `{"added", "updated", "unchanged", "failed"}`. A track whose
+      embedding or tag probabilities come out NaN or infinite is a failure, left out of the
+      index (with its old entry, if any); an old entry that holds such values is embedded
+      again.
 
     Raises:
       IndexMismatchError: `tagger` is not the index's model or hop.
@@ -233,10 +304,11 @@ def build_index(tagger: tagging.Tagger, paths: Iterable[str | os.PathLike],
     index = TrackIndex.empty(tagger) if index is None else index
     index.check_compatible(tagger)
     known = {str(path): row for row, path in enumerate(index.paths)}
+    non_finite = set(index.non_finite_rows().tolist())
     todo, stamps, counts = [], {}, {"added": 0, "updated": 0, "unchanged": 0, "failed": 0}
     for path in dict.fromkeys(os.path.abspath(p) for p in paths):
         row = known.get(path)
-        if row is not None and index.is_current(row):
+        if row is not None and row not in non_finite and index.is_current(row):
             counts["unchanged"] += 1
             continue
         try:
@@ -245,8 +317,14 @@ def build_index(tagger: tagging.Tagger, paths: Iterable[str | os.PathLike],
         except OSError:
             stamps[path] = (-1, -1)
         todo.append(path)
-    rows = []
+    rows, removed = [], []
     for result in tagger.predict(todo, progress=progress):
+        if not isinstance(result, tagging.TrackFailure) and not (
+                np.isfinite(result.embedding).all() and np.isfinite(result.probabilities).all()):
+            result = tagging.TrackFailure(result.index, result.source,
+                                          "the model's embedding or tag probabilities are NaN "
+                                          "or infinite")
+            removed.append(result.source)
         if isinstance(result, tagging.TrackFailure):
             counts["failed"] += 1
             if on_failure is not None:
@@ -257,7 +335,7 @@ def build_index(tagger: tagging.Tagger, paths: Iterable[str | os.PathLike],
         rows.append({"paths": result.source, "sizes": size, "mtimes_ns": mtime_ns,
                      "durations": result.duration, "embeddings": result.embedding,
                      "probabilities": result.probabilities})
-    return index.updated(rows), counts
+    return index.updated(rows, removed), counts
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -265,8 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m tagjax.index",
         description="Embed audio files into an index for `python -m tagjax.similar`. An "
                     "existing index is extended: unchanged files are skipped. Files that cannot "
-                    "be decoded are named on stderr and skipped; the exit status is 1 if any "
-                    "was.")
+                    "be decoded and folders that cannot be read are named on stderr and "
+                    "skipped; the exit status is 1 if any was.")
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="audio files, or directories searched recursively for "
                              + ", ".join(tagging.AUDIO_EXTENSIONS))
@@ -283,14 +361,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"error: {error}") from None
         if args.hop is None:
             args.hop = index.hop_seconds
+    # Before any embedding: a missing or read-only folder would otherwise lose all that work.
+    tagging.check_writable_folder(args.out, "--out")
     workdir, model_name = args.workdir, args.model
     if not (workdir or model_name) and index is not None:
         # Extending: the index's own model (another one would be refused anyway).
         workdir, model_name = index.workdir or None, index.model_name or None
-    files = tagging.find_audio_files(args.paths)
+    files, skipped_folders = tagging.command_line_files(args.paths)
     if not files:
-        print(f"error: no audio files ({', '.join(tagging.AUDIO_EXTENSIONS)}) in "
-              f"{', '.join(args.paths)}", file=sys.stderr)
         return 1
     tagger = tagging.load_tagger(args, workdir=workdir, model_name=model_name)
     try:
@@ -298,10 +376,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     on_failure=tagging.report_failure)
     except IndexMismatchError as error:
         raise SystemExit(f"error: {args.out}: {error}") from None
-    index.save(args.out)
+    _save_or_keep(index, args.out)
     print(f"{args.out}: {len(index)} tracks ({counts['added']} added, {counts['updated']} "
           f"updated, {counts['unchanged']} unchanged, {counts['failed']} failed)")
-    return 1 if counts["failed"] else 0
+    if skipped_folders:
+        print(f"{skipped_folders} folder(s) could not be searched", file=sys.stderr)
+    return 1 if counts["failed"] or skipped_folders else 0
+
+
+def _save_or_keep(index: TrackIndex, out: str) -> None:
+    """Saves the index to `out`; if that fails (the folder went away, the disk filled up), to a
+    new file in the temporary folder, and exits naming it: finished embeddings are never lost."""
+    try:
+        index.save(out)
+        return
+    except OSError as error:
+        reason = tagging.os_error_reason(error)
+    stem = os.path.splitext(os.path.basename(out))[0] or "index"
+    descriptor, kept = tempfile.mkstemp(prefix=f"{stem}-", suffix=".npz")
+    os.close(descriptor)
+    index.save(kept)
+    raise SystemExit(f"error: cannot write {out} ({reason}); the index of {len(index)} tracks "
+                     f"is saved in {kept} instead: move it where you want it")
 
 
 if __name__ == "__main__":

@@ -32,12 +32,21 @@ def cosine_similarity(queries: np.ndarray, embeddings: np.ndarray) -> np.ndarray
 
     Returns:
       `(M, N)` float32 in [-1, 1].
+
+    Raises:
+      ValueError: mismatched shapes, or NaN or infinite values (as scikit-learn refuses them),
+        naming the first such row.
     """
     queries = np.asarray(queries, np.float32)
     embeddings = np.asarray(embeddings, np.float32)
     if queries.ndim != 2 or embeddings.ndim != 2 or queries.shape[1] != embeddings.shape[1]:
         raise ValueError(f"expected queries (M, D) and embeddings (N, D), got {queries.shape} "
                          f"and {embeddings.shape}")
+    for name, array in (("queries", queries), ("embeddings", embeddings)):
+        bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+        if bad.size:
+            raise ValueError(f"{name} holds NaN or infinite values in {bad.size} of "
+                             f"{len(array)} rows (the first is row {bad[0]})")
     return _unit_rows(queries) @ _unit_rows(embeddings).T
 
 
@@ -91,6 +100,9 @@ def _query(index: TrackIndex, path: str, args) -> tuple[np.ndarray, np.ndarray, 
     [result] = tagger.predict([path])
     if isinstance(result, tagging.TrackFailure):
         raise SystemExit(f"error: cannot use the query {result.message}")
+    if not (np.isfinite(result.embedding).all() and np.isfinite(result.probabilities).all()):
+        raise SystemExit(f"error: cannot use the query {path}: the model's embedding or tag "
+                         f"probabilities of it are NaN or infinite")
     # A file in the index that has changed since is the same track: leave its old entry out.
     return result.embedding, result.probabilities, row, "embedded now"
 
@@ -114,6 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         index = TrackIndex.load(args.index)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
+    bad = index.non_finite_rows()
+    if bad.size:
+        # Similarities with them would print as nan; `index` embeds such tracks again.
+        raise SystemExit(f"error: {args.index}: {bad.size} track(s) have NaN or infinite "
+                         f"embeddings or tag probabilities (the first: {index.paths[bad[0]]}); "
+                         f"run python -m tagjax.index on them with --out {args.index} to embed "
+                         f"them again")
     query = os.path.abspath(args.query)
     embedding, probabilities, row, origin = _query(index, query, args)
     tags = [str(tag) for tag in index.tags]

@@ -23,6 +23,7 @@ import collections
 import concurrent.futures
 import csv
 import dataclasses
+import errno
 import functools
 import hashlib
 import io
@@ -30,7 +31,8 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -156,21 +158,78 @@ def top_tags(probabilities: np.ndarray, tags: Sequence[str], k: int) -> list[tup
 # Finding files
 
 
-def find_audio_files(paths: Iterable[str | os.PathLike]) -> list[str]:
+def find_audio_files(paths: Iterable[str | os.PathLike], *,
+                     on_skipped: Callable[[str, str], None] | None = None) -> list[str]:
     """The files that `paths` name: directories searched recursively for audio files
     (`AUDIO_EXTENSIONS`, any case), in sorted order, leaving out hidden files and folders (such
     as macOS's `._song.mp3` resource forks); other paths kept as given, so a missing or
-    unreadable file is reported when it fails to decode."""
+    unreadable file is reported when it fails to decode.
+
+    Symbolic links to folders are followed, each folder searched once; a link back into a
+    folder being searched (a loop) is skipped and reported, as is a folder that cannot be read.
+
+    Args:
+      paths: files and folders.
+      on_skipped: called with `(path, reason)` for each folder or link that cannot be searched
+        ("permission denied", ...); None: a `UserWarning` each.
+    """
+    if on_skipped is None:
+        def on_skipped(path, reason):
+            warnings.warn(f"skipped {path}: {reason}", stacklevel=3)
     files = []
     for path in map(os.fspath, paths):
-        if not os.path.isdir(path):
+        if os.path.isdir(path):
+            _search_folder(path, files, on_skipped)
+        else:
             files.append(path)
-            continue
-        for root, dirs, names in os.walk(path):
-            dirs[:] = sorted(name for name in dirs if not name.startswith("."))
-            files.extend(os.path.join(root, name) for name in sorted(names)
-                         if name.lower().endswith(AUDIO_EXTENSIONS) and not name.startswith("."))
     return files
+
+
+def _search_folder(top: str, files: list[str], on_skipped) -> None:
+    """Appends the audio files under `top` to `files`, depth first, each folder's files before
+    its subfolders (as `os.walk`)."""
+    searched = set()  # (device, inode) of the folders already searched
+    stack = [(top, ())]  # (folder, the (device, inode) of the folders that lead to it)
+    while stack:
+        folder, ancestors = stack.pop()
+        try:
+            info = os.stat(folder)
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            on_skipped(folder, os_error_reason(error))
+            continue
+        key = (info.st_dev, info.st_ino)
+        if key in ancestors:
+            on_skipped(folder, f"a symbolic link loop (it leads back to "
+                               f"{os.path.realpath(folder)})")
+            continue
+        if key in searched:  # another link to a folder already searched: its files are listed
+            continue
+        searched.add(key)
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_folder = entry.is_dir()
+            except OSError as error:  # a link that loops on itself
+                on_skipped(entry.path, os_error_reason(error))
+                continue
+            if is_folder:
+                subfolders.append(entry.path)
+            elif entry.name.lower().endswith(AUDIO_EXTENSIONS):
+                files.append(entry.path)
+        stack.extend((subfolder, (*ancestors, key)) for subfolder in reversed(subfolders))
+
+
+def os_error_reason(error: OSError) -> str:
+    """An `OSError` in words: "permission denied", "a symbolic link loop", ..."""
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    if error.errno == errno.ELOOP:
+        return "a symbolic link loop"
+    return (error.strerror or str(error)).lower()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -302,13 +361,18 @@ class Tagger:
 
         Raises:
           FileNotFoundError: the directory holds no `config.json` or no checkpoint.
+          ValueError: the `config.json` is not a run's config (the message names it).
         """
         from tagjax import train
 
         workdir = os.path.abspath(os.fspath(workdir))
-        model, variables, run_config = train.restore_model(workdir, which=which)
-        with open(os.path.join(workdir, "config.json")) as f:
-            config_json = json.dumps(json.load(f), sort_keys=True)
+        config_path = os.path.join(workdir, "config.json")
+        config_json = json.dumps(_read_run_config(config_path), sort_keys=True)
+        try:
+            model, variables, run_config = train.restore_model(workdir, which=which)
+        except (KeyError, AttributeError, TypeError) as error:  # fields missing or mistyped
+            raise ValueError(f"{config_path}: not the config of a model this tagjax builds "
+                             f"({type(error).__name__}: {error})") from error
         return cls(model, variables, tags=list(run_config.tags),
                    sample_rate=run_config.train.sample_rate,
                    chunk_seconds=run_config.train.crop_seconds, hop_seconds=hop_seconds,
@@ -505,6 +569,29 @@ class Tagger:
             finally:
                 for *_, future in ahead:
                     future.cancel()
+
+
+def _read_run_config(path: str) -> dict:
+    """The JSON of a run's `config.json`: `{"train": {...}, "tags": [str, ...]}`.
+
+    Raises:
+      FileNotFoundError: no such file (the message says what the folder should be).
+      ValueError: the file is not valid JSON of that form (the message names it).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{os.path.dirname(path)}: no config.json; is this a tagjax "
+                                f"training work directory?")
+    try:
+        with open(path, "rb") as f:
+            saved = json.loads(f.read())
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
+        raise ValueError(f"{path}: not a readable run config ({error})") from error
+    if not (isinstance(saved, dict) and isinstance(saved.get("train"), dict)
+            and isinstance(saved.get("tags"), list)
+            and all(isinstance(tag, str) for tag in saved["tags"])):
+        raise ValueError(f"{path}: not a tagjax run config (expected an object with \"train\" "
+                         f"settings and a list of \"tags\")")
+    return saved
 
 
 def _decode(item, sample_rate: int) -> np.ndarray | str:
@@ -721,12 +808,49 @@ def load_tagger(args, *, workdir: str | None = None, model_name: str | None = No
                                        batch_size=args.batch_size, workers=args.workers)
         return Tagger.pretrained(model_name or DEFAULT_MODEL, hop_seconds=args.hop,
                                  batch_size=args.batch_size, workers=args.workers)
-    except (FileNotFoundError, UnknownPretrainedError) as error:
-        raise SystemExit(f"error: {error.args[0] if error.args else error}") from None
+    except (OSError, ValueError, UnknownPretrainedError) as error:
+        # A missing or corrupt run, an unknown model name, an option the model cannot take.
+        message = (error.args[0] if len(error.args) == 1 and isinstance(error.args[0], str)
+                   else error)
+        raise SystemExit(f"error: {message}") from None
 
 
 def report_failure(failure: TrackFailure) -> None:
     print(f"error: skipped {failure.message}", file=sys.stderr)
+
+
+def command_line_files(paths: Sequence[str]) -> tuple[list[str], int]:
+    """The audio files of a command line's PATHs and the number of folders (or links) that
+    could not be searched, each named on stderr with the reason; with no file at all, a line
+    that says so."""
+    skipped = []
+
+    def report_skipped(path: str, reason: str) -> None:
+        skipped.append(path)
+        print(f"error: skipped {path}: {reason}", file=sys.stderr)
+
+    files = find_audio_files(paths, on_skipped=report_skipped)
+    if not files:
+        could_not = f" ({len(skipped)} could not be searched)" if skipped else ""
+        print(f"error: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {', '.join(paths)}"
+              f"{could_not}", file=sys.stderr)
+    return files, len(skipped)
+
+
+def check_writable_folder(path: str, what: str) -> None:
+    """Exits with one line unless a file can be created beside `path` (checked by creating
+    and removing one, which also holds for root and read-only file systems)."""
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise SystemExit(f"error: the folder of {what} {path} does not exist: create it first")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".tagjax-check-"):
+            pass
+    except OSError as error:
+        raise SystemExit(f"error: cannot write {what} {path}: {os_error_reason(error)} in "
+                         f"{folder}") from None
 
 
 def _plot_paths(out: str, results: Sequence[TrackResult]) -> list[str]:
@@ -748,8 +872,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m tagjax.tag",
         description="Tag audio files with a pretrained model (musicnn-mtt unless --model or "
                     "--workdir says otherwise). Prints each track's top tags; files that cannot "
-                    "be decoded are named on stderr and skipped, and the exit status is 1 if "
-                    "any was.")
+                    "be decoded and folders that cannot be read are named on stderr and "
+                    "skipped, and the exit status is 1 if any was.")
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="audio files, or directories searched recursively for "
                              + ", ".join(AUDIO_EXTENSIONS))
@@ -766,11 +890,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "time (several tracks: OUT-<track name>.png)")
     args = parser.parse_args(argv)
 
-    files = find_audio_files(args.paths)
+    files, skipped_folders = command_line_files(args.paths)
     if not files:
-        print(f"error: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in "
-              f"{', '.join(args.paths)}", file=sys.stderr)
         return 1
+    if args.plot:
+        check_writable_folder(args.plot, "--plot")
     tagger = load_tagger(args, workdir=args.workdir, model_name=args.model)
     results, failures = [], []
     for result in tagger.predict(files, progress=None):
@@ -792,7 +916,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {out}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} of {len(files)} file(s) could not be tagged", file=sys.stderr)
-    return 1 if failures else 0
+    if skipped_folders:
+        print(f"{skipped_folders} folder(s) could not be searched", file=sys.stderr)
+    return 1 if failures or skipped_folders else 0
 
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ import functools
 import io
 import json
 import os
+import re
 
 import jax
 import matplotlib.image
 import numpy as np
+import permissions
 import pytest
 import signals
 import soundfile
@@ -295,3 +297,121 @@ def test_model_fingerprint_identifies_the_weights(taggers):
                                                        changed["params"]["head"])
     assert tag_cli.model_fingerprint("{}", changed) != tag_cli.model_fingerprint(
         "{}", taggers().variables)
+
+
+# ----------------------------------------------------------------------------------------------
+# Folders that cannot be searched, and mistakes caught before the work
+
+
+def _os_walk_files(root) -> list[str]:
+    """The reference listing: `os.walk` (sorted, no links followed), as find_audio_files did."""
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files.extend(os.path.join(folder, n) for n in sorted(names)
+                     if n.lower().endswith(tag_cli.AUDIO_EXTENSIONS) and not n.startswith("."))
+    return files
+
+
+def test_find_audio_files_lists_as_os_walk(tmp_path):
+    good, broken = _write_folder(tmp_path)
+    (tmp_path / "album" / "Loud.MP3").write_bytes(b"")
+    assert tag_cli.find_audio_files([tmp_path]) == _os_walk_files(tmp_path)
+    assert set(_os_walk_files(tmp_path)) == {*good, *broken, os.fspath(tmp_path / "album" /
+                                                                          "Loud.MP3")}
+
+
+def test_unreadable_folders_are_reported_not_passed_over(tmp_path, monkeypatch):
+    (tmp_path / "open").mkdir()
+    (tmp_path / "locked").mkdir()
+    for name in ("open/a.wav", "locked/b.wav"):
+        (tmp_path / name).write_bytes(b"")
+    skipped = []
+    with permissions.unreadable(tmp_path / "locked", monkeypatch):
+        found = tag_cli.find_audio_files([tmp_path], on_skipped=lambda *a: skipped.append(a))
+        assert found == [os.fspath(tmp_path / "open" / "a.wav")]
+        assert skipped == [(os.fspath(tmp_path / "locked"), "permission denied")]
+        with pytest.warns(UserWarning, match=r"locked: permission denied"):
+            tag_cli.find_audio_files([tmp_path])
+
+
+def test_symbolic_link_loops_are_reported_and_links_followed(tmp_path):
+    (tmp_path / "music" / "album").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    for name in ("music/a.wav", "music/album/b.flac", "elsewhere/c.mp3"):
+        (tmp_path / name).write_bytes(b"")
+    os.symlink(tmp_path / "music", tmp_path / "music" / "album" / "up")  # a loop
+    os.symlink("itself.mp3", tmp_path / "music" / "itself.mp3")  # a link to itself
+    os.symlink(tmp_path / "elsewhere", tmp_path / "music" / "linked")  # followed
+    skipped = []
+    found = tag_cli.find_audio_files([tmp_path / "music"],
+                                     on_skipped=lambda *a: skipped.append(a))
+    music = os.fspath(tmp_path / "music")
+    assert found == [f"{music}/a.wav", f"{music}/album/b.flac", f"{music}/linked/c.mp3"]
+    assert skipped == [(f"{music}/itself.mp3", "a symbolic link loop"),
+                       (f"{music}/album/up", f"a symbolic link loop (it leads back to {music})")]
+
+
+def test_command_line_names_unreadable_folders_and_loops(trained_run, taggers, tmp_path,
+                                                         capsys, monkeypatch):
+    monkeypatch.setattr(tag_cli.Tagger, "from_workdir", staticmethod(lambda *_, **__: taggers()))
+    music = tmp_path / "music"
+    (music / "locked").mkdir(parents=True)
+    soundfile.write(music / "a.wav", signals.music_like(SR, 0.5), SR)
+    soundfile.write(music / "locked" / "b.wav", signals.music_like(SR, 0.5), SR)
+    os.symlink(music, music / "loop")
+    with permissions.unreadable(music / "locked", monkeypatch):
+        status = tag_cli.main([os.fspath(music), "--workdir", trained_run, "--csv"])
+        out, err = capsys.readouterr()
+        assert status == 1
+        assert {row["path"] for row in csv.DictReader(io.StringIO(out))} == {
+            os.fspath(music / "a.wav")}
+        assert f"error: skipped {music / 'locked'}: permission denied" in err.splitlines()
+        assert f"error: skipped {music / 'loop'}: a symbolic link loop" in err
+        assert "2 folder(s) could not be searched" in err
+
+        # A folder named on the command line that cannot be read says why.
+        assert tag_cli.main([os.fspath(music / "locked"), "--workdir", trained_run]) == 1
+        err = capsys.readouterr().err
+        assert f"error: skipped {music / 'locked'}: permission denied" in err
+        assert "no audio files" in err and "1 could not be searched" in err
+
+
+def test_mistakes_are_one_line_before_any_work(trained_run, taggers, tmp_path, monkeypatch):
+    track = os.fspath(tmp_path / "a.wav")
+    soundfile.write(track, signals.music_like(SR, 0.5), SR)
+
+    def no_work(*_, **__):
+        raise AssertionError("nothing may be tagged")
+
+    monkeypatch.setattr(tag_cli.Tagger, "predict", no_work)
+    monkeypatch.setattr(tag_cli.Tagger, "from_workdir", staticmethod(lambda *_, **__: taggers()))
+    with pytest.raises(SystemExit, match=r"^error: the folder of --plot .*missing/out\.png "
+                                         r"does not exist"):
+        tag_cli.main([track, "--workdir", trained_run, "--plot",
+                      os.fspath(tmp_path / "missing" / "out.png")])
+    (tmp_path / "readonly").mkdir()
+    with permissions.unwritable(tmp_path / "readonly", monkeypatch), pytest.raises(
+            SystemExit, match=r"^error: cannot write --plot .*: permission denied in .*readonly$"):
+        tag_cli.main([track, "--workdir", trained_run, "--plot",
+                      os.fspath(tmp_path / "readonly" / "out.png")])
+
+
+@pytest.mark.parametrize("config,problem", [
+    (b'{"train": {"sample_rate": 16000', r"not a readable run config \(Expecting"),
+    (b"\xff\xfe\x00garbage", r"not a readable run config"),
+    (b'["train", "tags"]', r'not a tagjax run config \(expected an object with "train"'),
+    (b'{"train": {}, "tags": ["rock"]}', r"not the config of a model this tagjax builds"),
+])
+def test_a_corrupt_run_config_is_one_line(tmp_path, config, problem):
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "config.json").write_bytes(config)
+    track = tmp_path / "a.wav"
+    soundfile.write(track, signals.music_like(SR, 0.5), SR)
+    with pytest.raises(SystemExit) as exit_:
+        tag_cli.main([os.fspath(track), "--workdir", os.fspath(workdir)])
+    message = str(exit_.value.code)
+    assert "\n" not in message
+    assert re.match(rf"error: {re.escape(os.fspath(workdir / 'config.json'))}: {problem}",
+                    message), message

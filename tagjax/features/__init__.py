@@ -2,6 +2,14 @@
 
 Arrays are time-major: a signal is `(..., samples)`, a spectrogram `(..., frames, bins)`.
 Implementations live in one module per idea and are re-exported here.
+
+Non-finite input (NaN or +-inf samples, spectra or envelopes) never yields clean-looking
+numbers. Called on concrete arrays, every function that takes a signal, a spectrogram or an
+envelope raises `ValueError` ("x is not finite everywhere: ..."), as librosa's
+`util.valid_audio` does. Inside a caller's `jit`, `vmap` or `grad` the values are not known:
+there NaN and infinities propagate to the output (at least to the frames computed from a bad
+sample; a maximum over frames or bands may leave the others finite), never replaced by zeros:
+check `jnp.isfinite` on the output if the input may hold them.
 """
 
 # --- spectral core: framing, STFT/DFT, mel, dB, DCT/MFCC, chroma, onset/tempogram ---

@@ -13,11 +13,12 @@ PAD_MODES = ("constant", "edge", "reflect", "symmetric", "linear_ramp")
 def real_signal(x: Any, name: str = "x", min_ndim: int = 1) -> jax.Array:
     """Returns `x` as a JAX array of real floating dtype, or raises.
 
-    Half precision is promoted to float32 because the FFT has no half-precision kernel.
+    Half precision is promoted to float32 because the FFT has no half-precision kernel. Values
+    are checked with `finite` (concrete input only: see the package's policy on NaN).
 
     Raises:
       TypeError: `x` is not array-like, or holds integers, booleans or complex numbers.
-      ValueError: `x` has fewer than `min_ndim` axes.
+      ValueError: `x` has fewer than `min_ndim` axes, or is concrete and not finite everywhere.
     """
     dtype = getattr(x, "dtype", None)
     if dtype is None:
@@ -36,7 +37,33 @@ def real_signal(x: Any, name: str = "x", min_ndim: int = 1) -> jax.Array:
         x = x.astype(jnp.float32)
     if x.ndim < min_ndim:
         raise ValueError(f"{name} must have at least {min_ndim} axes, got shape {x.shape}")
+    finite(x, name)
     return x
+
+
+@jax.jit
+def _all_finite(x: jax.Array) -> jax.Array:
+    return jnp.all(jnp.isfinite(x))
+
+
+def finite(x: jax.Array, name: str = "x") -> None:
+    """Raises `ValueError` if a concrete `x` holds NaN or infinite values, as librosa's
+    `util.valid_audio` does ("Audio buffer is not finite everywhere").
+
+    A tracer (inside the caller's `jit`, `vmap` or `grad`) has no values to check: there the
+    feature functions let NaN and infinities propagate to their output instead (see the package
+    docstring).
+    """
+    if isinstance(x, jax.core.Tracer):
+        return
+    # A concrete array met while the caller traces (a constant in its jit) is checked now.
+    with jax.ensure_compile_time_eval():
+        if bool(_all_finite(x)):
+            return
+    bad = np.flatnonzero(~np.isfinite(np.asarray(x)))
+    position = np.unravel_index(bad[0], x.shape)
+    raise ValueError(f"{name} is not finite everywhere: {bad.size} of {x.size} values are NaN "
+                     f"or infinite (the first at index {tuple(map(int, position))})")
 
 
 def positive_int(value: Any, name: str) -> int:

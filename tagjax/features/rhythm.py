@@ -42,7 +42,10 @@ def _detrend(envelope: jax.Array) -> jax.Array:
 def _onset_from_db(log_mel, *, lag, max_size, detrend, center, n_fft, hop_length, aggregate):
     n_frames = log_mel.shape[-2]
     reference = log_mel if max_size == 1 else _max_filter_bands(log_mel, max_size)
-    flux = jnp.maximum(0.0, log_mel[..., lag:, :] - reference[..., :-lag, :])
+    rise = log_mel[..., lag:, :] - reference[..., :-lag, :]
+    # max(0, rise) as a select: XLA's CPU fusion of a maximum into the mean over bands returns
+    # 0 for NaN, which turned NaN input into a clean-looking envelope of zeros.
+    flux = jnp.where(rise < 0, 0.0, rise)
     envelope = aggregate(flux, axis=-1)
     # Undo the delay of the lag and, with centred frames, of the framing itself.
     delay = lag + (n_fft // (2 * hop_length) if center else 0)
