@@ -92,5 +92,5 @@ def test_other_soundfont_config_renders_the_test_split_again(synth_tiny_dir, tmp
         np.testing.assert_array_equal(again[i]["labels"], test[i]["labels"])
     not_a_soundfont = tmp_path / "notes.sf2"
     not_a_soundfont.write_text("not a SoundFont")
-    with pytest.raises(ValueError, match="notes.sf2.*not a SoundFont 2 file"):
+    with pytest.raises(ValueError, match=r"notes\.sf2.*not a SoundFont 2 file"):
         synth_builder.other_soundfont_config(not_a_soundfont)
