@@ -49,6 +49,9 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     # (and for the validation chunks), instead of at every step; 0: at every step, on fresh
     # random crops (see tagjax/frozen_frontend.py).
     config.frozen_crops_per_clip = 0
+    # Where they are stored: empty, WORKDIR/frontend_outputs; runs with the same front end, data
+    # and crops can share a folder (a store made with other settings is made again).
+    config.frozen_outputs_dir = ""
 
     # Bookkeeping.
     config.log_every_steps = 20

@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     # The frozen network's outputs for 2 crops of every training clip, computed once: one
     # pass over the training audio instead of one per epoch.
     config.frozen_crops_per_clip = 2
-    config.num_epochs = 10
+    config.num_epochs = 20
     config.model.frontend = ml_collections.ConfigDict(dict(name="musicnn", output="midend"))
     # Soft assignment; temperature 0: the fitted mean squared distance of a frame to its
     # centroid.

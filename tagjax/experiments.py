@@ -39,8 +39,8 @@ FINETUNE_SUFFIX = "_finetune"
 # Fine-tuning the published network: every layer trained, from a smaller learning rate (the
 # front end starts from good weights) and for fewer epochs (each runs the network forward and
 # backward on every crop: about 6 minutes an epoch on `synth` on 2 CPU cores).
-FINETUNE_OVERRIDES = {"freeze_frontend": False, "num_epochs": 3,
-                      "optimizer.learning_rate": 5e-4}
+FINETUNE_OVERRIDES = {"freeze_frontend": False, "num_epochs": 2,
+                      "optimizer.learning_rate": 1e-3}
 ZEROSHOT = "zeroshot"
 ZEROSHOT_MODEL = "musicnn-mtt"
 
@@ -76,6 +76,9 @@ def _config(name: str, out: str, overrides: list[str]):
     if name.endswith(TRANSFER_SUFFIX):
         config.init_from = os.path.join(out, "cnn_lstm")
         config.freeze_frontend = True
+    if config.get("frozen_crops_per_clip") and not config.frozen_outputs_dir:
+        # The frozen musicnn rows read the same crops: computed once for all of them.
+        config.frozen_outputs_dir = os.path.join(out, "frontend_outputs")
     return config
 
 

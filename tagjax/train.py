@@ -293,7 +293,8 @@ def _store_frontend_outputs(model, variables, config, sources,
     crops and the validation chunks, in `workdir/frontend_outputs/`."""
     from tqdm.auto import tqdm
 
-    directory = os.path.join(workdir, frozen_frontend.DIRECTORY)
+    directory = (os.path.expanduser(config.frozen_outputs_dir) if config.get("frozen_outputs_dir")
+                 else os.path.join(workdir, frozen_frontend.DIRECTORY))
     os.makedirs(directory, exist_ok=True)
     frontend_fn = jax.jit(lambda audio: model.apply(variables, audio, train=False,
                                                     method=model.frontend_output))

@@ -335,13 +335,16 @@ def _numpy_gru_layer(p, x):
 
 @pytest.mark.parametrize("summary,layer_fn", [(tjm.LSTMSummary, _numpy_lstm_layer),
                                                (tjm.GRUSummary, _numpy_gru_layer)])
-def test_recurrent_summary_matches_numpy(summary, layer_fn):
+@pytest.mark.parametrize("pool", [1, 4])
+def test_recurrent_summary_matches_numpy(summary, layer_fn, pool):
     num_layers = 2  # the second layer reads the first's outputs: both equations are checked
-    module = summary(hidden=6, num_layers=num_layers)
+    module = summary(hidden=6, num_layers=num_layers, pool=pool)
     x = np.random.default_rng(0).standard_normal((3, 9, 4)).astype(np.float32)
     variables = _random_params(module.init(jax.random.key(0), x), seed=1)
     got = jit(lambda v, x: module.apply(v, x))(variables, x)
-    h = x.astype(np.float64)
+    # Pooled: the maxima of frames 0-3 and 4-7; frame 8, a partial window, is dropped.
+    steps = 9 // pool
+    h = x[:, :steps * pool].reshape(3, steps, pool, 4).max(axis=2).astype(np.float64)
     for layer in range(num_layers):
         layer_params = jax.tree_util.tree_map(np.float64, variables["params"][f"layer{layer}"])
         h = layer_fn(layer_params, h)

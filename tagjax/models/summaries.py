@@ -72,11 +72,15 @@ class _RecurrentStack(nn.Module):
     num_layers: int
     dropout: float
     unroll: int
+    pool: int
     cell_type = nn.RNNCellBase  # a class attribute, not a field: set by each subclass
 
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         _require_frames(x, self)
+        if self.pool > 1:
+            # Fewer, coarser steps: the recurrence is sequential, its cost per frame read.
+            x = nn.max_pool(x, (self.pool,), strides=(self.pool,), padding="VALID")
         for layer in range(self.num_layers):
             if layer > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
@@ -98,12 +102,15 @@ class LSTMSummary(_RecurrentStack):
       num_layers: number of stacked layers.
       dropout: dropout rate between layers in training.
       unroll: scan unroll factor (speed only).
+      pool: frames max-pooled in time by this factor (non-overlapping windows; a last partial
+        window is dropped) before the first layer; 1 reads every frame.
     """
 
     hidden: int = 1024
     num_layers: int = 2
     dropout: float = 0.0
     unroll: int = 1
+    pool: int = 1
     cell_type = nn.OptimizedLSTMCell
 
 
@@ -119,12 +126,14 @@ class GRUSummary(_RecurrentStack):
       num_layers: number of stacked layers.
       dropout: dropout rate between layers in training.
       unroll: scan unroll factor (speed only).
+      pool: as for `LSTMSummary`.
     """
 
     hidden: int = 32
     num_layers: int = 2
     dropout: float = 0.0
     unroll: int = 1
+    pool: int = 1
     cell_type = nn.GRUCell
 
 
