@@ -104,7 +104,7 @@ def stream_chunks(blocks: Iterable[np.ndarray], chunk_samples: int, hop_samples:
                   lead_samples: int = 0) -> Iterator[tuple[np.ndarray, np.float32]]:
     """`chunk_track` over a track that arrives in blocks, one chunk at a time.
 
-    Holds at most one chunk and one block of the track: a chunk is yielded as soon as the track
+    Holds at most a chunk and a block of the track: a chunk is yielded as soon as the track
     covers it, and the chunks that reach past its end once the blocks run out. The chunks and
     weights are `chunk_track`'s on the blocks joined, value for value.
 
@@ -589,12 +589,14 @@ class Tagger:
 
         try:
             if isinstance(item, np.ndarray):
-                blocks = [item]
                 if array_rate != self.sample_rate:
                     import soxr
 
-                    blocks = [soxr.resample(item, array_rate, self.sample_rate,
-                                            quality="HQ").astype(np.float32)]
+                    item = soxr.resample(item, array_rate, self.sample_rate,
+                                         quality="HQ").astype(np.float32)
+                # Views, so that chunking copies a block at a time, not the whole array.
+                blocks = (item[i:i + self.block_frames]
+                          for i in range(0, len(item), self.block_frames))
             else:
                 blocks = stream_audio(item, sr=self.sample_rate, block_frames=self.block_frames)
             for chunk, weight in stream_chunks(measured(blocks), self.chunk_samples,

@@ -276,13 +276,54 @@ def test_long_file_in_small_blocks_equals_the_whole_track(taggers, tmp_path):
     assert failure.reason == whole_file_error.value.reason
 
 
+def test_the_model_gets_chunks_while_the_file_decodes(taggers, tmp_path, monkeypatch):
+    # Memory is bounded by the batch, not the track: at the k-th model call (k batches of B
+    # chunks taken), the decoding thread has put at most B more chunks in the track's queue and
+    # holds one more, and has decoded less than a chunk and a block beyond its last chunk: at
+    # most (k B + B + 2) chunks and a block of the track, whatever its length (here 60 chunks).
+    restored = taggers()
+    block = 1600
+    tagger = tj.Tagger(restored.model, restored.variables, tags=restored.tags,
+                       sample_rate=restored.sample_rate, chunk_seconds=restored.chunk_seconds,
+                       batch_size=4, workers=1, block_frames=block)
+    path = tmp_path / "minute.wav"
+    soundfile.write(path, signals.noise(SR, 60.0), SR, subtype="FLOAT")
+    decoded = [0]
+    stream_audio = tj.data.stream_audio
+
+    def counted(*args, **kwargs):
+        for samples in stream_audio(*args, **kwargs):
+            decoded[0] += len(samples)
+            yield samples
+
+    monkeypatch.setattr(tj.data, "stream_audio", counted)
+    decoded_at_call, forward = [], tagger._forward
+
+    def recorded(variables, batch):
+        decoded_at_call.append(decoded[0])
+        return forward(variables, batch)
+
+    tagger._forward = recorded
+    [result] = tagger.predict([path])
+
+    assert len(decoded_at_call) == 15 and decoded[0] == 60 * SR
+    B = tagger.batch_size
+    for k, samples in enumerate(decoded_at_call, start=1):
+        assert samples <= (k * B + B + 2) * CHUNK + block
+    np.testing.assert_allclose(result.probabilities, restored.tag(path), RTOL, ATOL)
+
+
 def test_stopping_early_stops_the_decoding_threads(taggers, tmp_path):
     path = tmp_path / "long.wav"
     soundfile.write(path, signals.noise(SR, 30.0), SR)
     before = {t for t in threading.enumerate() if t.name.startswith("decode")}
     results = taggers().predict([path] * 6)
     next(results)
-    results.close()
+    # Threads blocked on full queues would hold `close` forever: it must return promptly.
+    closing = threading.Thread(target=results.close, daemon=True)
+    closing.start()
+    closing.join(timeout=30)
+    assert not closing.is_alive()
     assert {t for t in threading.enumerate() if t.name.startswith("decode")} <= before
 
 
