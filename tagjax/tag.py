@@ -13,9 +13,15 @@ pretrained models' 3 s patches), the last one padded with zeros; chunks of many 
 fixed-shape batches (the last batch padded), so the model compiles once. A track's prediction
 is the mean of its chunks' predictions, each chunk weighted by the fraction of it that is real
 audio (a 0.2 s tail padded to a 3 s chunk counts for 0.2 s, not for a whole chunk). Files
-decode and resample in a pool of threads (libsndfile and soxr release the GIL), a bounded
-number of tracks ahead of the model, so decoding overlaps inference and memory stays bounded
-for any number of files.
+decode and resample in a pool of threads (libsndfile and soxr release the GIL), block by block
+(`tj.data.stream_audio`), a bounded number of tracks and of chunks per track ahead of the model,
+so decoding overlaps inference and memory stays bounded by the batch for any number and any
+length of files.
+
+An array is one track when it is 1-D, `(samples,)`; several tracks are a list of 1-D arrays. A
+2-D array is refused: `soundfile.read` gives `(frames, channels)`, `librosa.load(mono=False)`
+gives `(channels, frames)`, and a batch is `(tracks, samples)`, so its shape cannot say which it
+is (mix channels to mono first: `samples.mean(axis=1)` for soundfile's layout).
 """
 
 import argparse
@@ -30,16 +36,20 @@ import io
 import json
 import math
 import os
+import queue
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
-# Decoded tracks waiting for the model, per decoding thread: enough to keep the threads busy
+# Tracks being decoded ahead of the model, per decoding thread: enough to keep the threads busy
 # while the model runs, few enough that a long list of files never piles up in memory.
 _TRACKS_AHEAD_PER_WORKER = 2
+# How long a decoding thread waits at a full queue before it looks whether tagging has stopped.
+_QUEUE_POLL_SECONDS = 0.1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,6 +100,49 @@ def chunk_track(samples: np.ndarray, chunk_samples: int, hop_samples: int,
     samples = np.pad(samples, (lead_samples, max(padding, 0)))
     chunks = np.lib.stride_tricks.sliding_window_view(samples, chunk_samples)[starts]
     return chunks, (real / span).astype(np.float32)
+
+
+def stream_chunks(blocks: Iterable[np.ndarray], chunk_samples: int, hop_samples: int,
+                  lead_samples: int = 0) -> Iterator[tuple[np.ndarray, np.float32]]:
+    """`chunk_track` over a track that arrives in blocks, one chunk at a time.
+
+    Holds at most a chunk and a block of the track: a chunk is yielded as soon as the track
+    covers it, and the chunks that reach past its end once the blocks run out. The chunks and
+    weights are `chunk_track`'s on the blocks joined, value for value.
+
+    Args:
+      blocks: the track's `(n,)` pieces, in order (empty ones allowed).
+      chunk_samples, hop_samples, lead_samples: as in `chunk_track`.
+
+    Yields:
+      `(chunk (chunk_samples,) float32, weight float32)`, each chunk a new array.
+    """
+    if not 0 <= lead_samples < chunk_samples:
+        raise ValueError(f"lead_samples must be in [0, chunk_samples), got {lead_samples}")
+    if hop_samples <= 0:
+        raise ValueError(f"hop_samples must be > 0, got {hop_samples}")
+    span = chunk_samples - lead_samples
+    # `buffer` holds the track from position `buffer_start` on (negative: the zeros of the lead);
+    # the next chunk describes the track from `start` and reads it from `start - lead_samples`.
+    buffer, buffer_start = np.zeros(lead_samples, np.float32), -lead_samples
+    start, n_chunks, num_samples = 0, 0, 0
+    for block in blocks:
+        block = np.asarray(block, np.float32)
+        num_samples += len(block)
+        buffer = np.concatenate([buffer, block])
+        while buffer_start + len(buffer) >= start + span:
+            first = start - lead_samples - buffer_start
+            yield buffer[first:first + chunk_samples].copy(), np.float32(1.0)
+            start, n_chunks = start + hop_samples, n_chunks + 1
+        unread = min(start - lead_samples - buffer_start, len(buffer))  # before the next chunk
+        buffer, buffer_start = buffer[unread:], buffer_start + unread
+    # The chunks that reach past the end: as many as `chunk_starts` counts, zero-padded.
+    while n_chunks == 0 or start - hop_samples + span < num_samples:
+        first = start - lead_samples - buffer_start
+        piece = buffer[first:first + chunk_samples]
+        weight = np.float32(min(max(num_samples - start, 0), span) / span)
+        yield np.pad(piece, (0, chunk_samples - len(piece))), weight
+        start, n_chunks = start + hop_samples, n_chunks + 1
 
 
 def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -296,6 +349,8 @@ class Tagger:
       batch_size: chunks per model call, shared by the tracks; every call has this shape, so
         it compiles once. None for `default_batch_size()`.
       workers: decoding threads; None for `min(4, cpu count)`.
+      block_frames: frames a decoding thread decodes at a time, at the file's own rate; None
+        for `tj.data.audio.STREAM_BLOCK_FRAMES` (1.5 s of 44.1 kHz audio).
       workdir: the training run this model comes from, if any (kept in indexes).
       model_name: the pretrained model's name (`Tagger.pretrained`), if it is one.
       model_id: an identifier of the trained model; None for the fingerprint of the model's
@@ -304,14 +359,18 @@ class Tagger:
     Attributes:
       chunk_samples, hop_samples, lead_samples: the chunk length, hop and lead in samples.
       embedding_dim: the length of an embedding.
+      block_frames: frames decoded at a time.
     """
 
     def __init__(self, model, variables, *, tags: Sequence[str], sample_rate: int,
                  chunk_seconds: float, hop_seconds: float | None = None,
                  lead_samples: int = 0, batch_size: int | None = None,
-                 workers: int | None = None, workdir: str | None = None,
-                 model_name: str | None = None, model_id: str | None = None):
+                 workers: int | None = None, block_frames: int | None = None,
+                 workdir: str | None = None, model_name: str | None = None,
+                 model_id: str | None = None):
         import jax
+
+        from tagjax.data.audio import STREAM_BLOCK_FRAMES
 
         if not chunk_seconds > 0 or not (hop_seconds is None or hop_seconds > 0):
             raise ValueError(f"chunk_seconds and hop_seconds must be > 0, got {chunk_seconds} "
@@ -327,6 +386,9 @@ class Tagger:
         workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        block_frames = STREAM_BLOCK_FRAMES if block_frames is None else block_frames
+        if int(block_frames) != block_frames or block_frames < 1:
+            raise ValueError(f"block_frames must be a positive integer, got {block_frames!r}")
         self.model = model
         self.variables = jax.device_put(variables)
         self.tags = list(tags)
@@ -336,6 +398,7 @@ class Tagger:
         self.lead_samples = int(lead_samples)
         self.batch_size = int(batch_size)
         self.workers = workers
+        self.block_frames = int(block_frames)
         self.workdir = workdir
         self.model_name = model_name
         self.model_id = model_id or model_fingerprint(repr(model), variables)
@@ -435,10 +498,14 @@ class Tagger:
         """Tag probabilities of tracks.
 
         Args:
-          tracks: a path, a `(samples,)` array, a `(tracks, samples)` array, or a sequence of
-            paths and 1-D arrays. Arrays are mono float audio at `sample_rate`.
-          sample_rate: the rate of the arrays, in Hz; None for the model's `self.sample_rate`
-            (other rates are resampled with soxr, as files are).
+          tracks: one track, a path or a 1-D `(samples,)` array, or a sequence of paths and
+            1-D arrays. Arrays are mono float audio at `sample_rate`. A 2-D array is refused,
+            since its shape cannot say whether it is soundfile's `(frames, channels)`,
+            librosa's `(channels, frames)` or a `(tracks, samples)` batch: mix channels to mono
+            first (`samples.mean(axis=1)` for soundfile's layout, `samples.mean(axis=0)` for
+            librosa's) and pass a batch as `list(batch)`.
+          sample_rate: the rate of the arrays, a whole number of Hz; None for the model's
+            `self.sample_rate` (other rates are resampled with soxr, as files are).
           progress: show a progress bar.
 
         Returns:
@@ -446,7 +513,8 @@ class Tagger:
 
         Raises:
           tj.data.AudioDecodeError: a file cannot be decoded (the message names it).
-          ValueError: an array is not 1-D, empty, or holds non-finite values.
+          ValueError: an array is not 1-D, is empty, is not float or holds non-finite values,
+            or `sample_rate` is not a rate (the message names the track or the argument).
         """
         return self._collect(tracks, "probabilities", sample_rate, progress)
 
@@ -459,9 +527,7 @@ class Tagger:
     def _collect(self, tracks, field: str, sample_rate, progress):
         from tagjax.data import AudioDecodeError
 
-        single = isinstance(tracks, str | os.PathLike) or (
-            isinstance(tracks, np.ndarray) and tracks.ndim == 1)
-        items = [tracks] if single else list(tracks)
+        items, single = _track_list(tracks)
         rows = []
         for result in self.predict(items, sample_rate=sample_rate, progress=progress):
             if isinstance(result, TrackFailure):
@@ -475,11 +541,13 @@ class Tagger:
                 progress: bool | None = False) -> Iterator[TrackResult | TrackFailure]:
         """Tags and embeds tracks, yielding one result per track, in order, as they finish.
 
-        A file that cannot be decoded yields a `TrackFailure` and the others go on.
+        A file that cannot be decoded yields a `TrackFailure` and the others go on. Files are
+        decoded in blocks and their chunks batched as they come, so memory stays bounded by
+        the batch whatever a track's length.
 
         Args:
-          tracks: a sequence of paths and `(samples,)` arrays (at `sample_rate`), or a
-            `(tracks, samples)` array.
+          tracks: as in `tag`: a path or a 1-D array (one track), or a sequence of paths and
+            `(samples,)` arrays (at `sample_rate`); a 2-D array is refused.
           sample_rate: the rate of the arrays in Hz; None for the model's rate.
           progress: show a progress bar (None: only on a terminal).
 
@@ -487,38 +555,41 @@ class Tagger:
           `TrackResult` or `TrackFailure`, in the order of `tracks`.
 
         Raises:
-          ValueError: an array is not 1-D, is empty or holds non-finite values.
+          ValueError: an array is not 1-D, is empty, is not float or holds non-finite values,
+            or `sample_rate` is not a rate.
         """
         import tqdm
 
-        items = [self._checked_array(item, i, sample_rate)
+        from tagjax.data.audio import checked_sample_rate
+
+        array_rate = (self.sample_rate if sample_rate is None
+                      else checked_sample_rate(sample_rate, "sample_rate"))
+        items, _ = _track_list(tracks)
+        items = [self._checked_array(item, i)
                  if not isinstance(item, str | os.PathLike) else os.fspath(item)
-                 for i, item in enumerate(tracks)]
+                 for i, item in enumerate(items)]
         waiting = collections.deque()  # tracks in input order, until all their chunks are back
         in_flight = collections.deque()  # dispatched batches whose outputs are not yet read
         batch, rows = self._new_batch(), []
         bar = tqdm.tqdm(total=len(items), unit="track", disable=None if progress is None
                         else not progress, desc="tagging")
+        tracks_ahead = self._chunked(items, array_rate)
         try:
-            for index, item, decoded in self._decoded(items):
-                if isinstance(decoded, str):
-                    waiting.append(TrackFailure(index, item, decoded))
-                else:
-                    chunks, weights = chunk_track(decoded, self.chunk_samples, self.hop_samples,
-                                                  self.lead_samples)
-                    track = _PendingTrack(index, item if isinstance(item, str) else None,
-                                          len(decoded) / self.sample_rate, weights,
-                                          len(self.tags), self.embedding_dim, self.hop_seconds)
-                    waiting.append(track)
-                    for k, chunk in enumerate(chunks):
-                        batch[len(rows)] = chunk
-                        rows.append((track, k))
-                        if len(rows) == self.batch_size:
-                            in_flight.append((self._forward(self.variables, batch), rows))
-                            batch, rows = self._new_batch(), []
-                            # Read the previous batch while this one runs.
-                            if len(in_flight) > 1:
-                                _scatter(*in_flight.popleft())
+            for index, item, chunks in tracks_ahead:
+                track = _PendingTrack(index, item if isinstance(item, str) else None,
+                                      self.hop_seconds)
+                waiting.append(track)
+                for chunk, weight in chunks:
+                    batch[len(rows)] = chunk
+                    rows.append((track, track.add_chunk(weight)))
+                    if len(rows) == self.batch_size:
+                        in_flight.append((self._forward(self.variables, batch), rows))
+                        batch, rows = self._new_batch(), []
+                        # Read the previous batch while this one runs.
+                        if len(in_flight) > 1:
+                            _scatter(*in_flight.popleft())
+                            yield from _finished(waiting, bar)
+                track.close(chunks.num_samples / self.sample_rate, chunks.failure)
                 yield from _finished(waiting, bar)
             if rows:
                 in_flight.append((self._forward(self.variables, batch), rows))
@@ -526,17 +597,17 @@ class Tagger:
                 _scatter(*in_flight.popleft())
             yield from _finished(waiting, bar)
         finally:
+            tracks_ahead.close()  # stops the decoding threads if tagging stopped early
             bar.close()
 
     def _new_batch(self) -> np.ndarray:
         # A fresh buffer per batch: jit may read a NumPy argument after dispatch returns.
         return np.zeros((self.batch_size, self.chunk_samples), np.float32)
 
-    def _checked_array(self, array, index: int, sample_rate: int | None) -> np.ndarray:
+    def _checked_array(self, array, index: int) -> np.ndarray:
         array = np.asarray(array)
         if array.ndim != 1:
-            raise ValueError(f"track {index}: expected mono audio of shape (samples,), got an "
-                             f"array of shape {array.shape}")
+            raise ValueError(f"track {index}: {_not_one_track(array.shape)}")
         if array.size == 0:
             raise ValueError(f"track {index}: the array is empty")
         if not np.issubdtype(array.dtype, np.floating):
@@ -544,31 +615,63 @@ class Tagger:
                              f"{array.dtype}")
         if not np.isfinite(array).all():
             raise ValueError(f"track {index}: the audio holds NaN or infinite values")
-        array = array.astype(np.float32)
-        if sample_rate is not None and int(sample_rate) != self.sample_rate:
-            import soxr
+        return array.astype(np.float32, copy=False)
 
-            array = soxr.resample(array, int(sample_rate), self.sample_rate,
-                                  quality="HQ").astype(np.float32)
-        return array
-
-    def _decoded(self, items: list) -> Iterator[tuple[int, object, np.ndarray | str]]:
-        """`(index, item, samples or the reason it failed)` in order, decoded ahead in threads."""
+    def _chunked(self, items: list, array_rate: int) -> Iterator[tuple[int, object, "_Chunks"]]:
+        """`(index, item, its chunks)` in order, each track decoded and chunked by a thread of a
+        pool, at most `workers * _TRACKS_AHEAD_PER_WORKER` tracks and `batch_size` chunks per
+        track ahead of the model."""
+        stop = threading.Event()
         with concurrent.futures.ThreadPoolExecutor(self.workers,
                                                    thread_name_prefix="decode") as pool:
             ahead = collections.deque()
             try:
                 for index, item in enumerate(items):
-                    ahead.append((index, item, pool.submit(_decode, item, self.sample_rate)))
+                    chunks = _Chunks(self.batch_size, stop)
+                    chunks.future = pool.submit(self._produce_chunks, item, array_rate, chunks)
+                    ahead.append((index, item, chunks))
                     if len(ahead) > self.workers * _TRACKS_AHEAD_PER_WORKER:
-                        index_, item_, future = ahead.popleft()
-                        yield index_, item_, future.result()
+                        yield ahead.popleft()
                 while ahead:
-                    index_, item_, future = ahead.popleft()
-                    yield index_, item_, future.result()
+                    yield ahead.popleft()
             finally:
-                for *_, future in ahead:
-                    future.cancel()
+                stop.set()
+                for *_, chunks in ahead:
+                    chunks.future.cancel()
+
+    def _produce_chunks(self, item, array_rate: int, chunks: "_Chunks") -> None:
+        """Decodes one track block by block into `chunks` (in a decoding thread): its chunks,
+        then its length, or why it cannot be decoded."""
+        from tagjax.data import AudioDecodeError, stream_audio
+
+        lengths = []
+
+        def measured(blocks):
+            for block in blocks:
+                lengths.append(len(block))
+                yield block
+
+        try:
+            if isinstance(item, np.ndarray):
+                if array_rate != self.sample_rate:
+                    import soxr
+
+                    item = soxr.resample(item, array_rate, self.sample_rate,
+                                         quality="HQ").astype(np.float32)
+                # Views, so that chunking copies a block at a time, not the whole array.
+                blocks = (item[i:i + self.block_frames]
+                          for i in range(0, len(item), self.block_frames))
+            else:
+                blocks = stream_audio(item, sr=self.sample_rate, block_frames=self.block_frames)
+            for chunk, weight in stream_chunks(measured(blocks), self.chunk_samples,
+                                               self.hop_samples, self.lead_samples):
+                if not chunks.put(("chunk", chunk, weight)):
+                    return
+            chunks.put(("end", sum(lengths)))
+        except AudioDecodeError as error:
+            chunks.put(("failed", error.reason))
+        except Exception as error:  # one file that trips the decoder must not end a long run
+            chunks.put(("failed", f"unexpected {type(error).__name__} while decoding: {error}"))
 
 
 def _read_run_config(path: str) -> dict:
@@ -594,52 +697,136 @@ def _read_run_config(path: str) -> dict:
     return saved
 
 
-def _decode(item, sample_rate: int) -> np.ndarray | str:
-    """A file's mono samples at `sample_rate`, or why it cannot be decoded; arrays pass."""
-    if isinstance(item, np.ndarray):
-        return item
-    from tagjax.data import AudioDecodeError, load_audio
+def _not_one_track(shape: tuple) -> str:
+    """Why an array of `shape` is not one track, and what to pass instead."""
+    message = f"expected mono audio of shape (samples,), got an array of shape {shape}"
+    if len(shape) != 2:
+        return message
+    return (f"{message}, which could be soundfile's (frames, channels), librosa's (channels, "
+            f"frames) or a batch of tracks: mix channels to mono first, samples.mean(axis=1) "
+            f"for (frames, channels) or samples.mean(axis=0) for (channels, frames), and pass "
+            f"several tracks as a list of 1-D arrays (list(batch))")
 
-    try:
-        return load_audio(item, sr=sample_rate, mono=True)
-    except AudioDecodeError as error:
-        return error.reason
-    except Exception as error:  # one file that trips the decoder must not end a long run
-        return f"unexpected {type(error).__name__} while decoding: {error}"
+
+def _track_list(tracks) -> tuple[list, bool]:
+    """`tracks` as a list of paths and arrays, and whether it was a single track (a path or a
+    1-D array); a 2-D or other array is refused rather than read as rows."""
+    if isinstance(tracks, str | os.PathLike):
+        return [tracks], True
+    if isinstance(tracks, np.ndarray) or (hasattr(tracks, "__array__")
+                                          and hasattr(tracks, "ndim")):
+        array = np.asarray(tracks)
+        if array.ndim != 1:
+            raise ValueError(_not_one_track(array.shape))
+        return [array], True
+    return list(tracks), False
+
+
+class _Chunks:
+    """One track's chunks, handed from the thread that decodes it to the loop that batches them,
+    at most `maxsize` waiting at a time.
+
+    Iterating gives `(chunk, weight)` until the track ends; then `num_samples` is its length, or
+    `failure` says why it could not be decoded (after the chunks decoded before the failure).
+    """
+
+    def __init__(self, maxsize: int, stop: threading.Event):
+        self._queue = queue.Queue(maxsize)
+        self._stop = stop
+        self.future = None
+        self.num_samples = 0
+        self.failure = None
+
+    def put(self, message) -> bool:
+        """Waits for room for `message`; False if tagging stopped meanwhile."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(message, timeout=_QUEUE_POLL_SECONDS)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.float32]]:
+        while True:
+            kind, *content = self._get()
+            if kind == "chunk":
+                yield tuple(content)
+                continue
+            if kind == "end":
+                self.num_samples = content[0]
+            else:
+                self.failure = content[0]
+            return
+
+    def _get(self):
+        while True:
+            try:
+                return self._queue.get(timeout=_QUEUE_POLL_SECONDS)
+            except queue.Empty:
+                if self.future.done() and self._queue.empty():
+                    self.future.result()  # raises what broke the thread itself
+                    raise RuntimeError(
+                        "a decoding thread ended without finishing its track") from None
 
 
 class _PendingTrack:
-    """A track whose chunks are in the model: their outputs are filled in as batches return."""
+    """A track whose chunks are in the model: their outputs are filled in as batches return,
+    and it is done once it has been read to its end and every output is back.
 
-    def __init__(self, index, source, duration, weights, num_tags, dim, hop_seconds):
-        self.index, self.source, self.duration, self.weights = index, source, duration, weights
-        self.hop_seconds = hop_seconds
-        self.probabilities = np.zeros((len(weights), num_tags), np.float32)
-        self.embeddings = np.zeros((len(weights), dim), np.float32)
-        self.remaining = len(weights)
+    The embeddings are summed as they come (weighted, in float64) rather than kept per chunk.
+    """
 
-    def result(self) -> TrackResult:
+    def __init__(self, index: int, source: str | None, hop_seconds: float):
+        self.index, self.source, self.hop_seconds = index, source, hop_seconds
+        self.weights, self.probabilities = [], []
+        self.embedding_sum = 0.0
+        self.remaining = 0  # chunks dispatched whose outputs are not back
+        self.closed, self.duration, self.failure = False, 0.0, None
+
+    def add_chunk(self, weight: np.float32) -> int:
+        self.weights.append(weight)
+        self.probabilities.append(None)
+        self.remaining += 1
+        return len(self.weights) - 1
+
+    def fill(self, k: int, probabilities: np.ndarray, embedding: np.ndarray) -> None:
+        self.probabilities[k] = probabilities
+        self.embedding_sum = self.embedding_sum + np.float64(self.weights[k]) * embedding
+        self.remaining -= 1
+
+    def close(self, duration: float, failure: str | None) -> None:
+        self.closed, self.duration, self.failure = True, duration, failure
+
+    @property
+    def done(self) -> bool:
+        return self.closed and self.remaining == 0
+
+    def outcome(self) -> TrackResult | TrackFailure:
+        if self.failure is not None:
+            source = self.source if self.source is not None else f"<array {self.index}>"
+            return TrackFailure(self.index, source, self.failure)
+        weights = np.asarray(self.weights, np.float32)
+        probabilities = np.stack(self.probabilities).astype(np.float32)
+        embedding = self.embedding_sum / np.asarray(weights, np.float64).sum()
         return TrackResult(
             index=self.index, source=self.source, duration=self.duration,
-            probabilities=weighted_mean(self.probabilities, self.weights),
-            embedding=weighted_mean(self.embeddings, self.weights),
-            chunk_probabilities=self.probabilities, chunk_weights=self.weights,
-            chunk_starts=np.arange(len(self.weights)) * self.hop_seconds)
+            probabilities=weighted_mean(probabilities, weights),
+            embedding=np.asarray(embedding, np.float32), chunk_probabilities=probabilities,
+            chunk_weights=weights, chunk_starts=np.arange(len(weights)) * self.hop_seconds)
 
 
 def _scatter(outputs, rows) -> None:
     probabilities, embeddings = (np.asarray(x) for x in outputs)
     for row, (track, k) in enumerate(rows):
-        track.probabilities[k] = probabilities[row]
-        track.embeddings[k] = embeddings[row]
-        track.remaining -= 1
+        track.fill(k, probabilities[row], embeddings[row].astype(np.float64))
 
 
 def _finished(waiting: collections.deque, bar) -> Iterator[TrackResult | TrackFailure]:
-    while waiting and (isinstance(waiting[0], TrackFailure) or waiting[0].remaining == 0):
-        entry = waiting.popleft()
+    while waiting and waiting[0].done:
+        track = waiting.popleft()
         bar.update(1)
-        yield entry if isinstance(entry, TrackFailure) else entry.result()
+        yield track.outcome()
 
 
 # ----------------------------------------------------------------------------------------------

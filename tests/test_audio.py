@@ -1,5 +1,6 @@
 """`tj.data.load_audio` against files written with soundfile, closed-form sines and librosa.load."""
 
+import errno
 import os
 
 import librosa
@@ -8,7 +9,8 @@ import pytest
 import signals
 import soundfile
 
-from tagjax.data import AudioDecodeError, load_audio
+from tagjax.data import AudioDecodeError, load_audio, stream_audio
+from tagjax.data import audio as audio_module
 
 # (extension, soundfile format, subtype, native rate). Opus only codes 8/12/16/24/48 kHz.
 FORMATS = [
@@ -157,11 +159,35 @@ def test_header_only_wav_has_no_frames(tmp_path):
     _expect_decode_error(path, "no audio frames")
 
 
+@pytest.mark.parametrize("ext", ["wav", "mp3", "ogg", "flac"])
 @pytest.mark.parametrize("content", [b"this is not audio\n" * 100, bytes(range(256)) * 64])
-def test_file_that_is_not_audio(tmp_path, content):
-    path = tmp_path / "notes.wav"
+def test_file_that_is_not_audio(tmp_path, content, ext):
+    # libsndfile's mp3 reader calls such a `.mp3` "File does not exist or is not a regular file".
+    path = tmp_path / f"notes.{ext}"
     path.write_bytes(content)
-    _expect_decode_error(os.fspath(path), "not recognised")
+    message = _expect_decode_error(os.fspath(path), "not a decodable audio file", "not recognised")
+    assert "does not exist" not in message
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    path = _write(tmp_path, "private.wav", signals.noise(16000, 0.1), 16000)
+    os.chmod(path, 0)
+    if os.geteuid() == 0:
+        # Root reads any file: make opening it fail as it does for any other user.
+        def denied(file, *args, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied", file)
+
+        monkeypatch.setattr(audio_module, "open", denied, raising=False)
+    message = _expect_decode_error(path, "permission denied")
+    assert "system error" not in message.lower()
+
+
+def test_symbolic_link_loop_and_broken_link(tmp_path):
+    os.symlink(tmp_path / "b.wav", tmp_path / "a.wav")
+    os.symlink(tmp_path / "a.wav", tmp_path / "b.wav")
+    _expect_decode_error(os.fspath(tmp_path / "a.wav"), "symbolic link loop")
+    os.symlink(tmp_path / "gone.wav", tmp_path / "broken.wav")
+    _expect_decode_error(os.fspath(tmp_path / "broken.wav"), "broken symbolic link", "gone.wav")
 
 
 @pytest.mark.parametrize(
@@ -205,6 +231,51 @@ def test_mp3_whose_header_overstates_its_length(tmp_path, extra_frames, whole):
     decoded, _ = soundfile.read(path, dtype="float32")
     assert soundfile.info(path).frames > len(decoded)
     np.testing.assert_array_equal(load_audio(path, sr=None), decoded)
+    np.testing.assert_array_equal(load_audio(path, sr=None), librosa.load(path, sr=None)[0])
+
+
+def _ogg_crc(data: bytes) -> int:
+    """The Ogg page checksum: CRC-32, polynomial 0x04C11DB7, unreflected, initial value 0."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = (crc << 1) ^ 0x04C11DB7 if crc & 0x80000000 else crc << 1
+        crc &= 0xFFFFFFFF
+    return crc
+
+
+@pytest.mark.parametrize("extra_frames,whole", [(1000, True), (22050, False)])
+def test_ogg_whose_last_granule_overstates_its_length(tmp_path, extra_frames, whole):
+    # libsndfile takes an Ogg Vorbis file's length from its last page's granule position; a real
+    # soundtrack declared 0.06% more frames than it decodes. 1000 frames more in a 5 s file
+    # (0.45%) is such a whole file, read as soundfile and librosa read it; 22050 (10%) is not.
+    sr = 44100
+    path = _write(tmp_path, "overstated.ogg", signals.music_like(sr, 5.0), sr, "OGG", "VORBIS")
+    data = bytearray((tmp_path / "overstated.ogg").read_bytes())
+    last = data.rfind(b"OggS")
+    assert _ogg_crc(data[last:last + 22] + bytes(4) + data[last + 26:]) == int.from_bytes(
+        data[last + 22:last + 26], "little")
+    granule = int.from_bytes(data[last + 6:last + 14], "little")
+    assert granule == soundfile.info(path).frames
+    data[last + 6:last + 14] = (granule + extra_frames).to_bytes(8, "little")
+    data[last + 22:last + 26] = _ogg_crc(data[last:last + 22] + bytes(4)
+                                         + data[last + 26:]).to_bytes(4, "little")
+    (tmp_path / "overstated.ogg").write_bytes(bytes(data))
+    assert soundfile.info(path).frames == granule + extra_frames
+    if not whole:
+        _expect_decode_error(path, "truncated")
+        with pytest.raises(AudioDecodeError, match="truncated"):
+            list(stream_audio(path, sr=16000))
+        return
+    decoded, _ = soundfile.read(path, dtype="float32")
+    assert len(decoded) < granule + extra_frames
+    np.testing.assert_array_equal(load_audio(path, sr=None), decoded)
+    np.testing.assert_array_equal(load_audio(path, sr=None), librosa.load(path, sr=None)[0])
+    np.testing.assert_allclose(load_audio(path, sr=16000), librosa.load(path, sr=16000)[0],
+                               rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate(list(stream_audio(path, sr=16000))),
+                                  load_audio(path, sr=16000))
 
 
 def test_streamed_wav_with_placeholder_length_is_read_to_its_end(tmp_path):
@@ -244,13 +315,70 @@ def test_offset_past_the_end(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"sr": 0}, {"sr": -16000}, {"sr": 16000.5}, {"offset": -1.0}, {"duration": 0.0}]
+    "kwargs",
+    [{"sr": 0}, {"sr": -16000}, {"sr": 16000.5}, {"sr": True}, {"sr": False}, {"sr": "16000"},
+     {"sr": float("nan")}, {"sr": float("inf")}, {"sr": 10**12}, {"sr": 1e12},
+     {"offset": -1.0}, {"offset": float("inf")}, {"offset": float("nan")},
+     {"duration": 0.0}, {"duration": float("inf")}, {"duration": float("nan")}],
 )
 def test_bad_arguments(tmp_path, kwargs):
     path = _write(tmp_path, "noise.wav", signals.noise(16000, 0.5), 16000)
     name = next(iter(kwargs))
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=name) as raised:
         load_audio(path, **kwargs)
+    assert path in str(raised.value)
+    if name == "sr":
+        with pytest.raises(ValueError, match=name):
+            stream_audio(path, **kwargs)
+
+
+def test_whole_number_rates_of_any_type_are_accepted(tmp_path):
+    path = _write(tmp_path, "noise.wav", signals.noise(16000, 0.5), 16000, "WAV", "FLOAT")
+    expected = load_audio(path, sr=8000)
+    np.testing.assert_array_equal(load_audio(path, sr=8000.0), expected)
+    np.testing.assert_array_equal(load_audio(path, sr=np.int64(8000)), expected)
+    assert len(load_audio(path, sr=audio_module.MAX_SAMPLE_RATE)) == 0.5 * 768000
+
+
+@pytest.mark.parametrize(
+    "ext,fmt,subtype,native_sr",
+    [("wav", "WAV", "FLOAT", 22050), ("flac", "FLAC", "PCM_16", 44100),
+     ("ogg", "OGG", "VORBIS", 44100), ("mp3", "MP3", "MPEG_LAYER_III", 44100)],
+)
+@pytest.mark.parametrize("sr", [16000, None])
+def test_stream_audio_joins_to_load_audio(tmp_path, ext, fmt, subtype, native_sr, sr):
+    # soxr's output does not depend on how its input is split and the downmix is per frame, so
+    # the blocks, however small, join to load_audio's samples exactly.
+    stereo = np.stack([signals.music_like(native_sr, 2.3), signals.noise(native_sr, 2.3)], axis=1)
+    path = _write(tmp_path, f"stereo.{ext}", stereo, native_sr, fmt, subtype)
+    whole = load_audio(path, sr=sr)
+    for block_frames in (997, 1 << 16):
+        blocks = list(stream_audio(path, sr=sr, block_frames=block_frames))
+        assert all(b.dtype == np.float32 and b.ndim == 1 and len(b) for b in blocks)
+        np.testing.assert_array_equal(np.concatenate(blocks), whole)
+
+
+@pytest.mark.parametrize(
+    "ext,fmt,subtype", [("flac", "FLAC", "PCM_16"), ("ogg", "OGG", "VORBIS"),
+                        ("mp3", "MP3", "MPEG_LAYER_III")])
+def test_stream_audio_refuses_a_file_cut_in_half(tmp_path, ext, fmt, subtype):
+    _complete_file(tmp_path, ext, fmt, subtype)
+    data = (tmp_path / f"good.{ext}").read_bytes()
+    path = tmp_path / f"half.{ext}"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioDecodeError) as raised:
+        list(stream_audio(path, sr=16000, block_frames=4096))
+    assert raised.value.path == os.fspath(path)
+
+
+def test_stream_audio_names_missing_and_nan_files(tmp_path):
+    with pytest.raises(AudioDecodeError, match="no such file"):
+        list(stream_audio(tmp_path / "missing.wav"))
+    samples = signals.noise(16000, 1.0)
+    samples[12000] = np.inf
+    path = _write(tmp_path, "inf.wav", samples, 16000, "WAV", "FLOAT")
+    with pytest.raises(AudioDecodeError, match="NaN or infinite"):
+        list(stream_audio(path, block_frames=4000))
 
 
 def test_pathlike_and_str_paths_agree(tmp_path):

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import threading
 
 import jax
 import matplotlib.image
@@ -22,7 +23,7 @@ import soundfile
 
 import tagjax as tj
 from tagjax import tag as tag_cli
-from tagjax.data import AudioDecodeError
+from tagjax.data import AudioDecodeError, load_audio
 
 SR = 16000
 CHUNK = SR  # the tiny run's crop_seconds is 1.0
@@ -102,6 +103,21 @@ def test_chunk_track_matches_explicit_slicing(num_samples, hop):
                                   np.arange(len(expected_chunks)) * hop)
 
 
+@pytest.mark.parametrize("num_samples", [0, 1, 99, 100, 101, 250, 301, 1000])
+@pytest.mark.parametrize("hop,lead", [(100, 0), (40, 0), (130, 0), (70, 30), (100, 30)])
+def test_stream_chunks_equal_chunk_track_for_any_split(num_samples, hop, lead):
+    rng = np.random.default_rng(num_samples)
+    x = rng.standard_normal(num_samples).astype(np.float32)
+    expected_chunks, expected_weights = tag_cli.chunk_track(x, 100, hop, lead)
+    # Blocks of 0 to 300 samples: empty ones, ones shorter than a hop, ones longer than a chunk.
+    cuts = np.sort(rng.integers(0, num_samples + 1, size=rng.integers(0, 12)))
+    blocks = np.split(x, cuts)
+    streamed = list(tag_cli.stream_chunks(iter(blocks), 100, hop, lead))
+    np.testing.assert_array_equal(np.stack([c for c, _ in streamed]), expected_chunks)
+    np.testing.assert_array_equal(np.array([w for _, w in streamed]), expected_weights)
+    assert all(c.dtype == np.float32 and w.dtype == np.float32 for c, w in streamed)
+
+
 def test_weighted_mean_is_numpy_average():
     rng = np.random.default_rng(0)
     values, weights = rng.random((7, 3, 2)), rng.random(7)
@@ -174,7 +190,9 @@ def test_input_forms_and_shapes(taggers, tmp_path):
     num_tags = len(tagger.tags)
     assert tagger.tag(path).shape == (num_tags,)
     assert tagger.tag([path, x]).shape == (2, num_tags)
-    assert tagger.tag(np.stack([x, x])).shape == (2, num_tags)
+    assert tagger.tag(list(np.stack([x, x]))).shape == (2, num_tags)
+    [result] = tagger.predict(x)  # a 1-D array is one track for predict too
+    np.testing.assert_allclose(result.probabilities, tagger.tag(x), RTOL, ATOL)
     assert tagger.tag([]).shape == (0, num_tags)
     assert tagger.embed([x]).shape == (1, tagger.embedding_dim)
     # The tiny run's head has 8 hidden units.
@@ -195,6 +213,120 @@ def test_bad_input_is_named(taggers, tmp_path):
         tagger.tag([np.zeros(100, np.int16)])
     with pytest.raises(ValueError, match="track 0: the array is empty"):
         tagger.tag([np.zeros(0, np.float32)])
+
+
+def test_two_dimensional_arrays_are_refused_with_what_to_pass(taggers, tmp_path):
+    # soundfile.read gives (frames, channels): read as rows, 2 s of stereo was 32,000 tracks of
+    # 2 samples. librosa gives (channels, frames), a batch (tracks, samples): the shape cannot
+    # tell them apart, so any 2-D array is refused before any work, with what to pass instead.
+    tagger = taggers()
+    x = signals.music_like(SR, 2.0, seed=2)
+    path = tmp_path / "stereo.flac"
+    soundfile.write(path, np.stack([x, 0.5 * x], axis=1), SR, subtype="PCM_24")
+    samples, _ = soundfile.read(path, dtype="float32")
+    assert samples.shape == (2 * SR, 2)
+    for array in (samples, samples.T):
+        for call in (tagger.tag, tagger.embed, lambda a: list(tagger.predict(a))):
+            with pytest.raises(ValueError, match=r"mean\(axis=1\).*list of 1-D arrays") as raised:
+                call(array)
+            assert str(array.shape) in str(raised.value)
+    with pytest.raises(ValueError, match=r"track 1: .*\(32000, 2\).*mean\(axis=1\)"):
+        tagger.tag([x, samples])
+    # What the message says to pass works: the downmix is load_audio's, the list is per track.
+    np.testing.assert_allclose(tagger.tag(samples.mean(axis=1)), tagger.tag(path), RTOL, ATOL)
+    np.testing.assert_allclose(tagger.tag(list(samples.T)),
+                               np.stack([tagger.tag(c) for c in samples.T]), RTOL, ATOL)
+
+
+@pytest.mark.parametrize("sample_rate", [True, 16000.5, 0, 10**12, "16000"])
+def test_bad_sample_rate_is_named(taggers, sample_rate):
+    with pytest.raises(ValueError, match="sample_rate"):
+        taggers().tag(signals.noise(SR, 0.5), sample_rate=sample_rate)
+
+
+def test_long_file_in_small_blocks_equals_the_whole_track(taggers, tmp_path):
+    # A 44.1 kHz stereo file decoded 997 frames at a time, downmixed and resampled as it goes:
+    # the chunks are the whole track's exactly (test_audio: stream_audio joins to load_audio;
+    # above: stream_chunks equal chunk_track), so the model sees the same batches.
+    restored = taggers()
+    tagger = tj.Tagger(restored.model, restored.variables, tags=restored.tags,
+                       sample_rate=restored.sample_rate, chunk_seconds=restored.chunk_seconds,
+                       batch_size=4, workers=2, block_frames=997)
+    stereo = np.stack([signals.music_like(44100, 12.3, seed=4),
+                       signals.noise(44100, 12.3, seed=4)], axis=1)
+    path = os.fspath(tmp_path / "long.flac")
+    soundfile.write(path, stereo, 44100, subtype="PCM_24")
+    cut = os.fspath(tmp_path / "cut.flac")
+    data = (tmp_path / "long.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) // 2])
+
+    whole = load_audio(path, sr=SR)
+    [expected] = restored.predict([whole])
+    streamed, failure, again = tagger.predict([path, cut, path])
+
+    for result in (streamed, again):
+        assert result.duration == expected.duration == len(whole) / SR
+        np.testing.assert_array_equal(result.chunk_weights, expected.chunk_weights)
+        np.testing.assert_allclose(result.chunk_probabilities, expected.chunk_probabilities,
+                                   RTOL, ATOL)
+        np.testing.assert_allclose(result.embedding, expected.embedding, RTOL, ATOL)
+    # The cut file fails halfway (its 6th second), after its first chunks went through the
+    # model, for the reason load_audio gives; the next track is not disturbed.
+    assert isinstance(failure, tag_cli.TrackFailure) and failure.source == cut
+    with pytest.raises(AudioDecodeError) as whole_file_error:
+        load_audio(cut, sr=SR)
+    assert failure.reason == whole_file_error.value.reason
+
+
+def test_the_model_gets_chunks_while_the_file_decodes(taggers, tmp_path, monkeypatch):
+    # Memory is bounded by the batch, not the track: at the k-th model call (k batches of B
+    # chunks taken), the decoding thread has put at most B more chunks in the track's queue and
+    # holds one more, and has decoded less than a chunk and a block beyond its last chunk: at
+    # most (k B + B + 2) chunks and a block of the track, whatever its length (here 60 chunks).
+    restored = taggers()
+    block = 1600
+    tagger = tj.Tagger(restored.model, restored.variables, tags=restored.tags,
+                       sample_rate=restored.sample_rate, chunk_seconds=restored.chunk_seconds,
+                       batch_size=4, workers=1, block_frames=block)
+    path = tmp_path / "minute.wav"
+    soundfile.write(path, signals.noise(SR, 60.0), SR, subtype="FLOAT")
+    decoded = [0]
+    stream_audio = tj.data.stream_audio
+
+    def counted(*args, **kwargs):
+        for samples in stream_audio(*args, **kwargs):
+            decoded[0] += len(samples)
+            yield samples
+
+    monkeypatch.setattr(tj.data, "stream_audio", counted)
+    decoded_at_call, forward = [], tagger._forward
+
+    def recorded(variables, batch):
+        decoded_at_call.append(decoded[0])
+        return forward(variables, batch)
+
+    tagger._forward = recorded
+    [result] = tagger.predict([path])
+
+    assert len(decoded_at_call) == 15 and decoded[0] == 60 * SR
+    B = tagger.batch_size
+    for k, samples in enumerate(decoded_at_call, start=1):
+        assert samples <= (k * B + B + 2) * CHUNK + block
+    np.testing.assert_allclose(result.probabilities, restored.tag(path), RTOL, ATOL)
+
+
+def test_stopping_early_stops_the_decoding_threads(taggers, tmp_path):
+    path = tmp_path / "long.wav"
+    soundfile.write(path, signals.noise(SR, 30.0), SR)
+    before = {t for t in threading.enumerate() if t.name.startswith("decode")}
+    results = taggers().predict([path] * 6)
+    next(results)
+    # Threads blocked on full queues would hold `close` forever: it must return promptly.
+    closing = threading.Thread(target=results.close, daemon=True)
+    closing.start()
+    closing.join(timeout=30)
+    assert not closing.is_alive()
+    assert {t for t in threading.enumerate() if t.name.startswith("decode")} <= before
 
 
 def _write_folder(root) -> tuple[list[str], list[str]]:

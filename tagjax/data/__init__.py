@@ -10,6 +10,7 @@ import importlib
 # --- audio decoding ---
 from tagjax.data.audio import AudioDecodeError as AudioDecodeError
 from tagjax.data.audio import load_audio as load_audio
+from tagjax.data.audio import stream_audio as stream_audio
 
 # --- the embedded default data set `synth`, MagnaTagATune, your own folder, the pipeline ---
 _LAZY_SUBMODULES = ("synth", "synth_builder")
@@ -31,4 +32,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'tagjax.data' has no attribute {name!r}")
 
 
-__all__ = ["AudioDecodeError", "load_audio", *_LAZY_SUBMODULES, *_LAZY_ATTRIBUTES]
+__all__ = ["AudioDecodeError", "load_audio", "stream_audio", *_LAZY_SUBMODULES, *_LAZY_ATTRIBUTES]
