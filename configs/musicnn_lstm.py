@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     # The frozen network's outputs for 2 crops of every training clip, computed once: one
     # pass over the training audio instead of one per epoch.
     config.frozen_crops_per_clip = 2
-    config.num_epochs = 20
+    config.num_epochs = 15
     config.model.frontend = ml_collections.ConfigDict(dict(name="musicnn", output="midend"))
     # Its 187 frames of 3 s max-pooled by 4 in time: 46 steps, as many as `cnn_lstm`'s LSTM
     # reads (the recurrence is sequential, its cost per step).

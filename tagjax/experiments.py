@@ -32,8 +32,8 @@ SLIDES_ROC_AUC = {"cnn_bof": 0.67, "cnn_lstm": 0.71, "mfcc_bof": 0.62, "mfcc_lst
                   "cnn_bof_transfer": 0.67}
 # `cnn_bof_transfer` is `cnn_bof` as the slides built it: the trained `cnn_lstm` run's CNN as a
 # frozen black box (`init_from`), so it comes after `cnn_lstm`; `cnn_bof` trains end to end.
-CONFIGS = ("cnn_lstm", "cnn_bof_transfer", "cnn_bof", "mfcc_bof", "mfcc_lstm", "musicnn_lstm",
-           "musicnn_bof", "musicnn_lstm_finetune", "musicnn_bof_finetune", "zeroshot")
+CONFIGS = ("cnn_lstm", "cnn_bof_transfer", "cnn_bof", "mfcc_bof", "mfcc_lstm", "zeroshot",
+           "musicnn_lstm", "musicnn_bof", "musicnn_lstm_finetune", "musicnn_bof_finetune")
 TRANSFER_SUFFIX = "_transfer"
 FINETUNE_SUFFIX = "_finetune"
 # Fine-tuning the published network: every layer trained, from a smaller learning rate (the
