@@ -30,7 +30,7 @@ def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
     raise SystemExit(code)
 
 
-def _did_you_mean(word: str, candidates) -> str:
+def did_you_mean(word: str, candidates) -> str:
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -80,7 +80,7 @@ def config_path(value: str) -> str:
     if os.path.isfile(candidate):
         return candidate + (f":{arg}" if arg else "")
     names = available_configs()
-    raise UsageError(f"unknown config {value!r}{_did_you_mean(path, names)}: not a file and not "
+    raise UsageError(f"unknown config {value!r}{did_you_mean(path, names)}: not a file and not "
                      f"one of the available configs: {', '.join(names)}")
 
 
@@ -145,7 +145,7 @@ def _parse_value(text: str, old):
         return float(value)
     if old is not None and not isinstance(value, type(old)) and not (
             isinstance(old, dict | list | tuple) or hasattr(old, "to_dict")):
-        raise UsageError(f"expected a {type(old).__name__}, got {text!r}")
+        raise UsageError(f"expected a value of type {type(old).__name__}, got {text!r}")
     return value
 
 
@@ -165,7 +165,7 @@ def set_field(config, key: str, text: str) -> None:
       UsageError: no such field (the message suggests the closest), or a value of another type.
     """
     if not has_field(config, key):
-        raise UsageError(f"unknown config field {key!r}{_did_you_mean(key, config_fields(config))}"
+        raise UsageError(f"unknown config field {key!r}{did_you_mean(key, config_fields(config))}"
                          f" in config {config.get('name', '')!r}")
     *parents, leaf = key.split(".")
     node = config
@@ -184,7 +184,7 @@ def check_dataset_name(config) -> None:
 
     name = config.dataset.name
     if name not in BUILDER_MODULES:
-        raise UsageError(f"unknown data set {name!r}{_did_you_mean(name, BUILDER_MODULES)}; "
+        raise UsageError(f"unknown data set {name!r}{did_you_mean(name, BUILDER_MODULES)}; "
                          f"tagjax data sets are {', '.join(sorted(BUILDER_MODULES))} (tagjax "
                          f"list shows their configs)")
 
@@ -237,7 +237,7 @@ def parse_train_args(argv: Sequence[str]):
         key = arg.removeprefix("--config.").split("=", 1)[0]
         if arg.startswith("--config.") and not has_field(config, key):
             raise UsageError(f"unknown config field {key!r}"
-                             f"{_did_you_mean(key, config_fields(config))} in config "
+                             f"{did_you_mean(key, config_fields(config))} in config "
                              f"{config.get('name', '')!r}")
     sys_argv = ["python -m tagjax.train", *argv]
     values = flags.FlagValues()  # not absl's global flags: main() may run many times
@@ -328,9 +328,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 # tagjax list
 
 
-def _first_line(module_name: str) -> str:
-    module = importlib.import_module(module_name)
-    return (module.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+def _first_sentence(module_name: str) -> str:
+    import textwrap
+
+    doc = " ".join((importlib.import_module(module_name).__doc__ or "").split())
+    return textwrap.shorten(doc.split(". ")[0].removesuffix("."), 96, placeholder=" ...")
 
 
 def list_main(argv: Sequence[str] | None = None) -> int:
@@ -344,7 +346,7 @@ def list_main(argv: Sequence[str] | None = None) -> int:
         fail(f"unexpected argument {argv[0]!r} (usage: tagjax list)")
     print("configs (python -m tagjax.train --config NAME):")
     for name in available_configs():
-        print(f"  {name}: {_first_line(f'tagjax.configs.{name}')}")
+        print(f"  {name}: {_first_sentence(f'tagjax.configs.{name}')}")
     from tagjax.models import pretrained
     from tagjax.tag import DEFAULT_MODEL
 

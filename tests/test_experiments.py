@@ -4,12 +4,15 @@ on the trained `cnn_lstm` front end), and the table and chart name the baseline.
 import json
 import shutil
 
+import pytest
+
 from tagjax import experiments
 
-# `tests/runs.py`'s tiny `cnn_bof`, as `--set` overrides of every run.
+# `tests/runs.py`'s tiny `cnn_lstm` and `cnn_bof`, as `--set` overrides of every run (a field
+# is set in the runs whose config has it: `summary.hidden` in cnn_lstm, `summary.k` in cnn_bof).
 TINY_CNN_BOF = {
     "dataset.config": "tiny",
-    "num_epochs": 1,
+    "num_epochs": 2,
     "batch_size": 4,
     "eval_batch_size": 8,
     "crop_seconds": 1.0,
@@ -19,6 +22,7 @@ TINY_CNN_BOF = {
     "kmeans.frames_per_batch": 64,
     "model.frontend.channels": [4, 4, 4, 4, 4],
     "model.summary.k": 8,
+    "model.summary.hidden": 8,
     "model.head.hidden": 8,
 }
 
@@ -61,3 +65,27 @@ def test_experiments_reuse_finished_runs_train_the_rest_and_report(
     printed = capsys.readouterr().out
     assert "cnn_bof_transfer: reusing" in printed
     assert (out / "experiments.md").read_text().splitlines() == rows
+
+
+def test_experiments_refuse_mistakes_before_the_first_run(trained_run, tmp_path, capsys):
+    out = tmp_path / "experiments"
+    shutil.copytree(trained_run, out / "cnn_lstm")
+    results = (out / "cnn_lstm" / "results.json").read_bytes()
+    base = ["--out", str(out), "--configs", "mfcc_bof,cnn_lstm"]
+    for argv, expected in [
+        (["--set", "num_epoch=1"], "unknown config field 'num_epoch' (did you mean 'num_epochs'?)"),
+        (["--config.num_epoch=1"], "(did you mean 'num_epochs'?)"),
+        (["--configs", "cnn_lstm,mfc_bof"], "unknown run 'mfc_bof' (did you mean 'mfcc_bof'?)"),
+        (["--config.model.summary.k=many"], "--config.model.summary.k=many"),
+        (["--config.dataset.name=mtat"], "unknown data set 'mtat'"),
+        # mfcc_bof would train first, but the finished cnn_lstm run has other settings (the
+        # tiny ones): refused before mfcc_bof starts, naming a field that differs.
+        ([], "holds a run with other settings (batch_size: 4 -> 16"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            experiments.main(base + argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], (argv, err)
+    assert not (out / "mfcc_bof").exists()
+    assert (out / "cnn_lstm" / "results.json").read_bytes() == results
