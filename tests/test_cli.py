@@ -225,6 +225,24 @@ def test_more_epochs_extend_a_finished_run_and_keep_its_results(run_copy, synth_
                                                   num_epochs=3).to_dict()).status == "resume"
 
 
+def test_training_names_its_work_directory_first_and_what_it_wrote_last(tmp_path, capsys,
+                                                                         monkeypatch):
+    workdir = tmp_path / "run"
+
+    def trains(config, directory):  # what a run writes, without the minutes of training
+        for name in ("config.json", "metrics.jsonl", "results.json"):
+            (workdir / name).write_text("{}")
+        (workdir / "checkpoints").mkdir()
+        return {}
+
+    monkeypatch.setattr(train, "train_and_evaluate", trains)
+    assert cli.train_main(["--config", "cnn_lstm", "--workdir", str(workdir)]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[0] == f"training cnn_lstm in {workdir}"
+    assert printed[-1] == (f"wrote {workdir}: results.json (test results), config.json "
+                           f"(settings), metrics.jsonl (metrics), checkpoints/ (checkpoints)")
+
+
 def test_retest_tests_the_best_checkpoint_again_to_the_same_scores(run_copy, capsys):
     workdir, config_file = run_copy
     before = _json(os.path.join(workdir, "results.json"))
