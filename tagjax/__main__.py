@@ -46,8 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(cli.USAGE_ERROR)
         hint = cli.did_you_mean(argv[0], COMMANDS)
         cli.fail(f"unknown command {argv[0]!r}{hint}; the commands are {', '.join(COMMANDS)}")
+    from tagjax import cli
+
     module, _, function = COMMANDS[argv[0]][0].partition(":")
-    return getattr(importlib.import_module(module), function)(argv[1:]) or 0
+    with cli.errors_in_one_line():
+        return getattr(importlib.import_module(module), function)(argv[1:]) or 0
 
 
 if __name__ == "__main__":

@@ -9,16 +9,11 @@ of the data set, when `benchmarks/synth_baseline.py` has written it.
 
     python -m tagjax.experiments [--out runs/experiments] [--configs cnn_lstm,mfcc_lstm]
         [--baseline benchmarks/results/synth_baseline.json] [--set num_epochs=5 ...]
-        [--config.num_epochs=5 ...]
-
-Every run name, override and work directory is checked before the first run starts.
 """
 
 import argparse
-import difflib
 import json
 import os
-import sys
 
 # ROC-AUC reported on the slides for the four pipelines (MagnaTagATune, Sankaran 2017).
 SLIDES_ROC_AUC = {"cnn_bof": 0.67, "cnn_lstm": 0.71, "mfcc_bof": 0.62, "mfcc_lstm": 0.74,
@@ -29,78 +24,103 @@ CONFIGS = ("cnn_lstm", "cnn_bof_transfer", "cnn_bof", "mfcc_bof", "mfcc_lstm")
 TRANSFER_SUFFIX = "_transfer"
 
 
-def experiment_configs(out: str, names: list[str], overrides: list[str]) -> dict:
-    """Each run's config, `{name: ConfigDict}`, with the `KEY=VALUE` overrides set in every run
-    whose config has the field.
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
-    Raises:
-      cli.UsageError: an unknown run name, a field that no run's config has, or a value of the
-        wrong type: before any run starts.
-    """
+
+def _apply_overrides(config, overrides: list[str]) -> None:
+    """Sets each `KEY=VALUE` where `config` has the field (`check_runs` refuses a field that no
+    run has), the value read as the field's type."""
     from tagjax import cli
 
-    known = [*CONFIGS, *(n for n in cli.available_configs() if n not in CONFIGS)]
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if cli.has_field(config, key):
+            cli.set_field(config, key, value)
+
+
+def _config(name: str, out: str, overrides: list[str]):
+    """The config of run `name`: its config file's, with `overrides` and the run's own changes."""
+    import importlib
+
+    base = name.removesuffix(TRANSFER_SUFFIX)
+    config = importlib.import_module(f"tagjax.configs.{base}").get_config()
+    _apply_overrides(config, overrides)
+    if name.endswith(TRANSFER_SUFFIX):
+        config.name = name
+        config.init_from = os.path.join(out, "cnn_lstm")
+        config.freeze_frontend = True
+    return config
+
+
+def check_runs(out: str, names: list[str], overrides: list[str]) -> None:
+    """Everything that can be checked before the first run starts: the run names, the overrides
+    (a field some run's config has, a value of its type), the data sets, and each run's work
+    directory against its settings (`tagjax.workdirs`): a finished run with other settings is
+    refused, so every `results.json` reused holds the run asked for. A finished run asked for
+    more epochs keeps its results as `results-step<N>.json` and is extended.
+
+    Raises:
+      cli.UsageError, workdirs.WorkdirError: one line saying what is wrong.
+    """
+    from tagjax import cli, workdirs
+
+    available = cli.available_configs()
     configs = {}
     for name in names:
-        base = name.removesuffix(TRANSFER_SUFFIX)
-        if base not in cli.available_configs():
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise cli.UsageError(f"--configs: unknown run {name!r}{hint}; the runs are "
-                                 f"{', '.join(known)} (and <config>{TRANSFER_SUFFIX})")
-        configs[name] = cli.load_config(base)
+        if name.removesuffix(TRANSFER_SUFFIX) in available:
+            configs[name] = _config(name, out, [])
+        elif name not in CONFIGS:  # a run that is not a config of its own is one of CONFIGS
+            known = [*CONFIGS, *(n for n in available if n not in CONFIGS)]
+            raise cli.UsageError(f"--configs: unknown run {name!r}{cli.did_you_mean(name, known)}"
+                                 f"; the runs are {', '.join(known)} (and <config>"
+                                 f"{TRANSFER_SUFFIX})")
+    fields = {field for config in configs.values() for field in cli.config_fields(config)}
     for item in overrides:
-        key, sep, value = item.partition("=")
+        key, sep, _ = item.partition("=")
         if not sep:
             raise cli.UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. num_epochs=5")
-        holders = [config for config in configs.values() if cli.has_field(config, key)]
-        if not holders:
-            fields = {f for config in configs.values() for f in cli.config_fields(config)}
-            close = difflib.get_close_matches(key, fields, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise cli.UsageError(f"unknown config field {key!r}{hint}: no run's config has it")
-        for config in holders:
-            cli.set_field(config, key, value)
-    for name, config in configs.items():
+        if configs and not any(cli.has_field(config, key) for config in configs.values()):
+            raise cli.UsageError(f"unknown config field {key!r}{cli.did_you_mean(key, fields)}: "
+                                 f"no run's config has it")
+    planned = {}
+    for name in configs:
+        config = _config(name, out, overrides)
         cli.check_dataset_name(config)
-        if name.endswith(TRANSFER_SUFFIX):
-            config.name = name
-            config.init_from = os.path.join(out, "cnn_lstm")
-            config.freeze_frontend = True
-    return configs
+        planned[name] = workdirs.plan_run(os.path.join(out, name), config.to_dict()), config
+    for name, (plan, config) in planned.items():
+        if plan.status == "extend":
+            print(f"{name}: {workdirs.describe(plan, os.path.join(out, name))}")
+            workdirs.start_run(plan, os.path.join(out, name), config.to_dict())
 
 
 def run_experiments(out: str, configs: list[str], overrides: list[str]) -> dict:
-    """Trains (or reuses) each config's run and returns `{config: test report}`.
-
-    Every name, override and work directory is checked before the first run starts: a finished
-    run is reused only if it was trained with the same settings (see `tagjax.workdirs`).
-    """
-    from tagjax import workdirs
-
-    planned = experiment_configs(out, configs, overrides)
-    plans = {name: workdirs.plan_run(os.path.join(out, name), config.to_dict())
-             for name, config in planned.items()}
-    os.makedirs(out, exist_ok=True)
+    """Trains (or reuses) each config's run and returns `{config: test report}`."""
     from tagjax import train
 
     reports = {}
-    for name, config in planned.items():
+    for name in configs:
         workdir = os.path.join(out, name)
-        if plans[name].status == "finished":
-            reports[name] = plans[name].results
-            print(f"{name}: reusing {plans[name].results_path}")
+        results_path = os.path.join(workdir, "results.json")
+        if os.path.exists(results_path):
+            with open(results_path) as f:
+                reports[name] = json.load(f)
+            print(f"{name}: reusing {results_path}")
             continue
-        print(f"{name}: {workdirs.describe(plans[name], workdir)}")
-        reports[name] = train.train_and_evaluate(config, workdir)
+        reports[name] = train.train_and_evaluate(_config(name, out, overrides), workdir)
     return reports
 
 
-def _config_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Splits `--config.FIELD=VALUE` (or `--config.FIELD VALUE`) from the other arguments, as
-    `FIELD=VALUE` overrides."""
+def _config_overrides(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """`--config.FIELD=VALUE` (or `--config.FIELD VALUE`), as in `python -m tagjax.train`,
+    split from the other arguments as `FIELD=VALUE` overrides."""
+    import sys
+
     rest, overrides = [], []
-    arguments = iter(argv)
+    arguments = iter(sys.argv[1:] if argv is None else argv)
     for arg in arguments:
         if not arg.startswith("--config."):
             rest.append(arg)
@@ -162,23 +182,23 @@ def bar_chart(reports: dict, baseline: dict | None, path: str) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m tagjax.experiments", description=__doc__.split("\n\n")[0],
-        epilog="--config.FIELD=VALUE is --set FIELD=VALUE, as in python -m tagjax.train. A "
-               "field is set in every run whose config has it; one that no run has is refused.")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join("runs", "experiments"))
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--baseline", default=os.path.join("benchmarks", "results",
                                                            "synth_baseline.json"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field in every run, e.g. num_epochs=5")
-    argv, config_overrides = _config_overrides(sys.argv[1:] if argv is None else list(argv))
+                        help="override a config field in every run that has it, e.g. "
+                             "num_epochs=5; also --config.KEY=VALUE")
+    argv, config_overrides = _config_overrides(argv)
     args = parser.parse_args(argv)
+    args.set += config_overrides
     from tagjax import cli
 
-    with cli.errors_in_one_line():
-        reports = run_experiments(args.out, args.configs.split(","),
-                                  args.set + config_overrides)
+    with cli.errors_in_one_line():  # before the first run starts
+        check_runs(args.out, args.configs.split(","), args.set)
+    os.makedirs(args.out, exist_ok=True)
+    reports = run_experiments(args.out, args.configs.split(","), args.set)
     baseline = load_baseline(args.baseline)
     table = markdown_table(reports, baseline)
     with open(os.path.join(args.out, "experiments.md"), "w") as f:
@@ -189,4 +209,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from tagjax import cli
+
+    with cli.errors_in_one_line():
+        main()
