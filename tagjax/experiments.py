@@ -68,16 +68,16 @@ def check_runs(out: str, names: list[str], overrides: list[str]) -> None:
     """
     from tagjax import cli, workdirs
 
-    available = cli.available_configs()
     configs = {}
     for name in names:
-        if name.removesuffix(TRANSFER_SUFFIX) in available:
+        try:
             configs[name] = _config(name, out, [])
-        elif name not in CONFIGS:  # a run that is not a config of its own is one of CONFIGS
-            known = [*CONFIGS, *(n for n in available if n not in CONFIGS)]
-            raise cli.UsageError(f"--configs: unknown run {name!r}{cli.did_you_mean(name, known)}"
-                                 f"; the runs are {', '.join(known)} (and <config>"
-                                 f"{TRANSFER_SUFFIX})")
+        except ModuleNotFoundError:  # no config file: one of CONFIGS that trains nothing, or a typo
+            if name not in CONFIGS:
+                known = [*CONFIGS, *(n for n in cli.available_configs() if n not in CONFIGS)]
+                raise cli.UsageError(
+                    f"--configs: unknown run {name!r}{cli.did_you_mean(name, known)}; the runs "
+                    f"are {', '.join(known)} (and <config>{TRANSFER_SUFFIX})") from None
     fields = {field for config in configs.values() for field in cli.config_fields(config)}
     for item in overrides:
         key, sep, _ = item.partition("=")
