@@ -111,6 +111,27 @@ def test_train_refuses_mistakes_in_one_line_before_importing_anything(argv, expe
     assert not (tmp_path / "run").exists()
 
 
+def test_overrides_are_read_as_the_fields_type():
+    config = cli.load_config("cnn_lstm")
+    for key, text, expected in [("model.frontend.channels", "[4, 4, 4, 4, 4]", (4, 4, 4, 4, 4)),
+                                ("model.frontend.channels", "(8, 8, 8, 8, 8)", (8, 8, 8, 8, 8)),
+                                ("freeze_frontend", "False", False),
+                                ("progress", "false", False),
+                                ("dataset.config", "tiny", "tiny"),
+                                ("dataset.config", '"tiny"', "tiny"),
+                                ("init_from", "123", "123"),
+                                ("optimizer.learning_rate", "1", 1.0),
+                                ("num_epochs", "7", 7)]:
+        cli.set_field(config, key, text)
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        assert value == expected and type(value) is type(expected), (key, text, value)
+    for key, text in [("num_epochs", "2.5"), ("freeze_frontend", "maybe"), ("num_epoch", "2")]:
+        with pytest.raises(cli.UsageError):
+            cli.set_field(config, key, text)
+
+
 def _data_set_error(capsys, tmp_path, *overrides) -> str:
     argv = ["--config", "cnn_lstm", "--workdir", str(tmp_path / "run"),
             f"--config.dataset.data_dir={tmp_path / 'tfds'}", *overrides]
