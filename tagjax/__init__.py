@@ -1,18 +1,16 @@
 """tagjax: accelerator-first music auto-tagging in JAX.
 
 `import tagjax as tj`; then `tj.features` (pure DSP and statistics), `tj.models` (Flax modules),
-`tj.data` (audio I/O and data sets) and `tj.Tagger` (inference on your own files). Only
-`features` is imported eagerly: `data` pulls in tensorflow-datasets and `models` pulls in Flax,
-so they load on first use.
+`tj.data` (audio I/O and data sets) and `tj.Tagger` (inference on your own files). Each loads
+on first use: `features` pulls in JAX, `data` tensorflow-datasets and `models` Flax, and the
+command lines answer `--help` (and refuse a mistake) without them.
 """
 
 import importlib
 
-from tagjax import features
-
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("data", "models", "metrics")
+_LAZY_SUBMODULES = ("features", "data", "models", "metrics")
 _LAZY_ATTRIBUTES = {"Tagger": "tagjax.tag"}
 
 

@@ -53,13 +53,55 @@ def _parse_value(text: str):
 
 
 def _apply_overrides(config, overrides: list[str]) -> None:
+    """Sets each `KEY=VALUE` where `config` has the field (`check_runs` refuses a field that no
+    run has), the value read as the field's type."""
+    from tagjax import cli
+
     for item in overrides:
         key, _, value = item.partition("=")
-        node = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            node = node[parent]
-        node[leaf] = _parse_value(value)
+        if cli.has_field(config, key):
+            cli.set_field(config, key, value)
+
+
+def check_runs(out: str, names: list[str], overrides: list[str]) -> None:
+    """Everything that can be checked before the first run starts: the run names, the overrides
+    (a field some run's config has, a value of its type), the data sets, and each run's work
+    directory against its settings (`tagjax.workdirs`): a finished run with other settings is
+    refused, so every `results.json` reused holds the run asked for. A finished run asked for
+    more epochs keeps its results as `results-step<N>.json` and is extended.
+
+    Raises:
+      cli.UsageError, workdirs.WorkdirError: one line saying what is wrong.
+    """
+    from tagjax import cli, workdirs
+
+    configs = {}
+    for name in names:
+        try:
+            configs[name] = _config(name, out, [])
+        except ModuleNotFoundError:  # no config file: one of CONFIGS that trains nothing, or a typo
+            if name not in CONFIGS:
+                known = [*CONFIGS, *(n for n in cli.available_configs() if n not in CONFIGS)]
+                raise cli.UsageError(
+                    f"--configs: unknown run {name!r}{cli.did_you_mean(name, known)}; the runs "
+                    f"are {', '.join(known)} (and <config>{TRANSFER_SUFFIX})") from None
+    fields = {field for config in configs.values() for field in cli.config_fields(config)}
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep:
+            raise cli.UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. num_epochs=5")
+        if configs and not any(cli.has_field(config, key) for config in configs.values()):
+            raise cli.UsageError(f"unknown config field {key!r}{cli.did_you_mean(key, fields)}: "
+                                 f"no run's config has it")
+    planned = {}
+    for name in configs:
+        config = _config(name, out, overrides)
+        cli.check_dataset_name(config)
+        planned[name] = workdirs.plan_run(os.path.join(out, name), config.to_dict()), config
+    for name, (plan, config) in planned.items():
+        if plan.status == "extend":
+            print(f"{name}: {workdirs.describe(plan, os.path.join(out, name))}")
+            workdirs.start_run(plan, os.path.join(out, name), config.to_dict())
 
 
 def _config(name: str, out: str, overrides: list[str]):
@@ -165,6 +207,23 @@ def score_other_soundfont(out: str, names: list[str], soundfont: str,
     return reports
 
 
+def _config_overrides(argv: list[str] | None) -> tuple[list[str], list[str]]:
+    """`--config.FIELD=VALUE` (or `--config.FIELD VALUE`), as in `python -m tagjax.train`,
+    split from the other arguments as `FIELD=VALUE` overrides."""
+    import sys
+
+    rest, overrides = [], []
+    arguments = iter(sys.argv[1:] if argv is None else argv)
+    for arg in arguments:
+        if not arg.startswith("--config."):
+            rest.append(arg)
+        elif "=" in arg:
+            overrides.append(arg.removeprefix("--config."))
+        else:
+            overrides.append(f"{arg.removeprefix('--config.')}={next(arguments, '')}")
+    return rest, overrides
+
+
 def load_baseline(path: str) -> dict | None:
     """The test scores (`roc_auc`, `pr_auc`) in `benchmarks/synth_baseline.py`'s JSON, if any."""
     if not os.path.exists(path):
@@ -250,13 +309,20 @@ def main(argv=None) -> None:
     parser.add_argument("--baseline", default=os.path.join("benchmarks", "results",
                                                            "synth_baseline.json"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field in every run, e.g. num_epochs=5")
+                        help="override a config field in every run that has it, e.g. "
+                             "num_epochs=5; also --config.KEY=VALUE")
     parser.add_argument("--second-soundfont", metavar="SF2",
                         help="also score every row on the test split rendered with this "
                              "General MIDI SoundFont")
+    argv, config_overrides = _config_overrides(argv)
     args = parser.parse_args(argv)
+    args.set += config_overrides
     if args.second_soundfont and not os.path.isfile(args.second_soundfont):
         raise SystemExit(f"error: --second-soundfont {args.second_soundfont} is not a file")
+    from tagjax import cli
+
+    with cli.errors_in_one_line():  # before the first run starts
+        check_runs(args.out, args.configs.split(","), args.set)
     os.makedirs(args.out, exist_ok=True)
     names = args.configs.split(",")
     reports = run_experiments(args.out, names, args.set)
@@ -272,4 +338,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from tagjax import cli
+
+    with cli.errors_in_one_line():
+        main()

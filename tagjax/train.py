@@ -6,16 +6,22 @@
 to a config file. The work directory holds orbax checkpoints (`checkpoints/latest`,
 `checkpoints/best`), `config.json`, `metrics.jsonl`, TensorBoard events (`tensorboard/`) and,
 at the end, `results.json` with the test split's metrics and a per-tag table. Running the same
-command on a work directory that holds a checkpoint resumes it.
+command on a work directory that holds a checkpoint resumes it; other settings are refused (see
+`tagjax.workdirs`), and a finished run is left as it is (`--retest` tests it again).
 
 The file reads top to bottom: input, model and state, update step, evaluation, the training loop
 with its checkpoints, and the command line.
 """
 
+if __name__ == "__main__":  # `python -m tagjax.train`: the command line (`tagjax.cli`) answers
+    # --help and refuses mistakes before JAX is imported, then imports this module to train.
+    from tagjax import cli
+
+    raise SystemExit(cli.train_main())
+
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -29,7 +35,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tagjax import checkpointing, frozen_frontend, metrics
+from tagjax import checkpointing, frozen_frontend, metrics, workdirs
 from tagjax import data as tj_data
 from tagjax import models as tj_models
 from tagjax.features import kmeans_fit, pca_fit, pca_transform
@@ -43,12 +49,22 @@ class ConfigError(ValueError):
     """A config that cannot work, found before training (the message says what to change)."""
 
 
+class DataError(ValueError):
+    """The configured data set cannot be had: an unknown name or config, a folder's bad CSV,
+    files to download by hand that are not there (the message says which and why)."""
+
+
 # ----------------------------------------------------------------------------------------------
 # Input
 
 
-def _sources(config: ml_collections.ConfigDict) -> tuple[dict[str, Any], list[str]]:
-    """The train/valid/test data sources of the configured data set, and its tag names."""
+def _sources(config: ml_collections.ConfigDict, splits=("train", "valid", "test")
+             ) -> tuple[dict[str, Any], list[str]]:
+    """The data sources of the configured data set's `splits`, and its tag names.
+
+    Raises:
+      DataError: the data set cannot be had (see `tagjax.data.get_source`).
+    """
     dataset = config.dataset
     kwargs = dict(dataset.get("builder_kwargs", {}) or {})
     # Paths of the local data sets: MagnaTagATune's download, your own folder and its CSV.
@@ -56,10 +72,13 @@ def _sources(config: ml_collections.ConfigDict) -> tuple[dict[str, Any], list[st
         if dataset.get(key):
             kwargs[key] = os.path.expanduser(dataset[key])
     sources, tags = {}, None
-    for split in ("train", "valid", "test"):
-        sources[split], split_tags = tj_data.get_source(
-            dataset.name, split, config=dataset.get("config") or None,
-            data_dir=dataset.get("data_dir") or None, **kwargs)
+    for split in splits:
+        try:
+            sources[split], split_tags = tj_data.get_source(
+                dataset.name, split, config=dataset.get("config") or None,
+                data_dir=dataset.get("data_dir") or None, **kwargs)
+        except (ValueError, OSError) as error:  # the data set's own one-line reasons
+            raise DataError(str(error)) from error
         tags = tags or split_tags
     return sources, list(tags)
 
@@ -464,10 +483,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
     Raises:
       TrainingDivergedError: the loss became NaN or infinite; the last good checkpoint is kept.
+      workdirs.WorkdirError: `workdir` holds a run with other settings (see `tagjax.workdirs`;
+        a finished run with the same settings is not trained again: its report is returned).
+      DataError, ConfigError: the data set cannot be had; the config cannot work.
     """
     _check_init_from(config.init_from)
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
+    if (finished := _start_in_workdir(config, workdir, is_main)) is not None:
+        return finished
     data_sharding, replicated = _mesh_shardings(config.num_devices)
     _check_batch_divisible(config.batch_size, "batch_size", data_sharding)
     _check_batch_divisible(config.eval_batch_size, "eval_batch_size", data_sharding)
@@ -612,6 +636,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         checkpoints.close()
 
 
+def _start_in_workdir(config, workdir: str, is_main: bool) -> dict | None:
+    """Checks `workdir` against `config` (see `tagjax.workdirs`): the report of a finished run
+    with these settings, or None to train (after keeping what a safe change would lose)."""
+    plan = workdirs.plan_run(workdir, config.to_dict())
+    if plan.status == "finished":
+        print(workdirs.describe(plan, workdir))
+        return plan.results
+    if is_main:
+        workdirs.start_run(plan, workdir, config.to_dict())
+    return None
+
+
+def retest(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Tests the best checkpoint of the finished run in `workdir` again, on the test split of
+    `config`'s data set: the run's own (its `results.json` is rewritten) or another with the
+    same tags (into `results-<data set>-<config>.json`). Other settings must be the run's.
+
+    Returns:
+      The test report, as `train_and_evaluate`'s.
+    """
+    plan = workdirs.plan_run(workdir, config.to_dict(), retest=True)
+    model, variables, run_config = restore_model(workdir)
+    sources, tags = _sources(config, splits=("test",))
+    if list(tags) != list(run_config.tags):
+        raise DataError(f"the run in {workdir} predicts {len(run_config.tags)} tags and data set "
+                        f"{config.dataset.name!r} has {len(tags)} others: a run can be tested "
+                        f"only on its own tags")
+    data_sharding, replicated = _mesh_shardings(config.num_devices)
+    _check_batch_divisible(config.eval_batch_size, "eval_batch_size", data_sharding)
+
+    def put_batch(array):
+        return jax.make_array_from_process_local_data(data_sharding, np.asarray(array))
+
+    report = evaluate(jax.jit(make_predict(model)), jax.device_put(variables, replicated),
+                      _eval_loader(config, sources["test"]), tags, put_batch)
+    report.update({key: plan.results[key] for key in ("config", "best_step",
+                                                      "best_valid_roc_auc", "steps")
+                   if key in plan.results})
+    report["dataset"] = {"name": config.dataset.name, "config": config.dataset.config}
+    if jax.process_index() == 0:
+        with open(plan.results_path, "w") as f:
+            json.dump(report, f, indent=2)
+        print(format_report(report))
+    return report
+
+
 def format_report(report: dict) -> str:
     """A per-tag table of the test report, best tags first."""
     lines = [f"test macro ROC-AUC {report['roc_auc']:.4f}   PR-AUC {report['pr_auc']:.4f}",
@@ -672,64 +742,8 @@ def restore_model(workdir: str, *, which: str = "best"):
 # Command line
 
 
-def available_configs() -> list[str]:
-    import tagjax.configs
+def main(argv=None) -> int:
+    """`python -m tagjax.train ...` (see `tagjax.cli.train_main`); `argv` without the program."""
+    from tagjax import cli
 
-    folder = os.path.dirname(tagjax.configs.__file__)
-    return sorted(name[:-3] for name in os.listdir(folder)
-                  if name.endswith(".py") and not name.startswith("_") and name != "common.py")
-
-
-def resolve_config_argument(argv: list[str]) -> list[str]:
-    """Rewrites `--config NAME` into the path of `configs/NAME.py`; paths pass through."""
-    argv = list(argv)
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            argv[i + 1] = _config_path(argv[i + 1])
-        elif arg.startswith("--config="):
-            argv[i] = "--config=" + _config_path(arg.split("=", 1)[1])
-    return argv
-
-
-def _config_path(value: str) -> str:
-    path, _, arg = value.partition(":")
-    if os.path.isfile(path):
-        return value
-    import tagjax.configs
-
-    candidate = os.path.join(os.path.dirname(tagjax.configs.__file__), f"{path}.py")
-    if os.path.isfile(candidate):
-        return candidate + (f":{arg}" if arg else "")
-    raise SystemExit(f"Unknown config {value!r}: not a file and not one of the available "
-                     f"configs: {', '.join(available_configs())}.")
-
-
-def main(argv=None) -> None:
-    from absl import app, flags, logging
-    from ml_collections import config_flags
-
-    argv = resolve_config_argument(sys.argv if argv is None else argv)
-    config_flag = config_flags.DEFINE_config_file(
-        "config", None, "A config name (e.g. cnn_lstm) or a path to a config file.")
-    workdir_flag = flags.DEFINE_string(
-        "workdir", None, "Work directory for checkpoints, metrics and results "
-        "(default: runs/<config name>). A checkpoint there is resumed.")
-    flags.mark_flag_as_required("config")
-
-    def run(_):
-        # Orbax logs every save and restore at INFO through absl; the progress bar says enough.
-        logging.set_verbosity(logging.WARNING)
-        config = config_flag.value
-        workdir = workdir_flag.value or os.path.join("runs", config.name)
-        if config.multihost:
-            jax.distributed.initialize()
-        try:
-            train_and_evaluate(config, workdir)
-        except (TrainingDivergedError, ConfigError) as e:
-            raise SystemExit(f"error: {e}") from None
-
-    app.run(run, argv=argv)
-
-
-if __name__ == "__main__":
-    main()
+    return cli.train_main(argv)

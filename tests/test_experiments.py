@@ -12,10 +12,11 @@ from tagjax import data as tj_data
 from tagjax import experiments
 from tagjax.data import synth, synth_builder
 
-# `tests/runs.py`'s tiny `cnn_bof`, as `--set` overrides of every run.
+# `tests/runs.py`'s tiny `cnn_lstm` and `cnn_bof`, as `--set` overrides of every run (a field
+# is set in the runs whose config has it: `summary.hidden` in cnn_lstm, `summary.k` in cnn_bof).
 TINY_CNN_BOF = {
     "dataset.config": "tiny",
-    "num_epochs": 1,
+    "num_epochs": 2,
     "batch_size": 4,
     "eval_batch_size": 8,
     "crop_seconds": 1.0,
@@ -25,6 +26,7 @@ TINY_CNN_BOF = {
     "kmeans.frames_per_batch": 64,
     "model.frontend.channels": [4, 4, 4, 4, 4],
     "model.summary.k": 8,
+    "model.summary.hidden": 8,
     "model.head.hidden": 8,
 }
 
@@ -94,3 +96,27 @@ def test_other_soundfont_config_renders_the_test_split_again(synth_tiny_dir, tmp
     not_a_soundfont.write_text("not a SoundFont")
     with pytest.raises(ValueError, match=r"notes\.sf2.*not a SoundFont 2 file"):
         synth_builder.other_soundfont_config(not_a_soundfont)
+
+
+def test_experiments_refuse_mistakes_before_the_first_run(trained_run, tmp_path, capsys):
+    out = tmp_path / "experiments"
+    shutil.copytree(trained_run, out / "cnn_lstm")
+    results = (out / "cnn_lstm" / "results.json").read_bytes()
+    base = ["--out", str(out), "--configs", "mfcc_bof,cnn_lstm"]
+    for argv, expected in [
+        (["--set", "num_epoch=1"], "unknown config field 'num_epoch' (did you mean 'num_epochs'?)"),
+        (["--config.num_epoch=1"], "(did you mean 'num_epochs'?)"),
+        (["--configs", "cnn_lstm,mfc_bof"], "unknown run 'mfc_bof' (did you mean 'mfcc_bof'?)"),
+        (["--config.model.summary.k=many"], "--config.model.summary.k=many"),
+        (["--config.dataset.name=mtat"], "unknown data set 'mtat'"),
+        # mfcc_bof would train first, but the finished cnn_lstm run has other settings (the
+        # tiny ones): refused before mfcc_bof starts, naming a field that differs.
+        ([], "holds a run with other settings (batch_size: 4 -> 16"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            experiments.main(base + argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], (argv, err)
+    assert not (out / "mfcc_bof").exists()
+    assert (out / "cnn_lstm" / "results.json").read_bytes() == results

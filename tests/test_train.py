@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from runs import tiny_config
 
-from tagjax import train
+from tagjax import cli, train
 
 
 def _json(workdir, name):
@@ -133,11 +133,11 @@ def test_every_config_trains(name, synth_tiny_dir, tmp_path):
 
 
 def test_config_names_and_paths_resolve():
-    path = train.resolve_config_argument(["prog", "--config", "cnn_lstm"])[2]
+    path = cli.resolve_config_argument(["prog", "--config", "cnn_lstm"])[2]
     assert path.endswith(os.path.join("configs", "cnn_lstm.py")) and os.path.isfile(path)
-    assert train.resolve_config_argument(["prog", f"--config={path}"])[1] == f"--config={path}"
-    with pytest.raises(SystemExit, match="available configs: cnn_bof, cnn_lstm, crnn, fcn"):
-        train.resolve_config_argument(["prog", "--config", "no_such_config"])
+    assert cli.resolve_config_argument(["prog", f"--config={path}"])[1] == f"--config={path}"
+    with pytest.raises(cli.UsageError, match="available configs: cnn_bof, cnn_lstm, crnn, fcn"):
+        cli.resolve_config_argument(["prog", "--config", "no_such_config"])
 
 
 def test_configs_resolve_from_a_source_checkout_as_well_as_installed():
@@ -145,7 +145,7 @@ def test_configs_resolve_from_a_source_checkout_as_well_as_installed():
     # from site-packages: the source package must hold the configs too (tagjax/configs ->
     # ../configs), or the README's first command fails after a plain `pip install .`.
     repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for name in train.available_configs():
+    for name in cli.available_configs():
         assert os.path.samefile(os.path.join(repository, "tagjax", "configs", f"{name}.py"),
                                 os.path.join(repository, "configs", f"{name}.py"))
     command = [sys.executable, "-c", "import tagjax.configs.cnn_lstm as c; print(c.__file__)"]

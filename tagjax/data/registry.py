@@ -15,8 +15,10 @@ The builds of `magnatagatune` and `folder` decode audio in worker processes star
 `get_source` under `if __name__ == "__main__":`.
 """
 
+import difflib
 import importlib
 import os
+import re
 
 from tagjax.data import tfds_compat
 
@@ -34,7 +36,8 @@ def get_builder(name: str, *, config=None, data_dir=None, **builder_kwargs):
     Args:
       name: "synth", "magnatagatune" or "folder".
       config: the builder config's name (e.g. "tiny", "clean", "full") or a
-        `tfds.core.BuilderConfig`; `None` picks the data set's default.
+        `tfds.core.BuilderConfig`; `None`, "" or "default" pick the data set's default (see
+        `dataset_configs`).
       data_dir: where prepared data sets live; `None` uses TFDS's default.
       **builder_kwargs: passed to the builder, except `manual_dir` (the folder of files
         downloaded by hand, for "magnatagatune"), which goes to `download_and_prepare`. For
@@ -45,15 +48,13 @@ def get_builder(name: str, *, config=None, data_dir=None, **builder_kwargs):
       A `tfds.core.DatasetBuilder` whose data is on disk.
 
     Raises:
-      ValueError: `name` is not a tagjax data set.
+      ValueError: `name` is not a tagjax data set, or `config` not one of its configs (the
+        message lists them); the builder's own errors (a folder's CSV, ...).
+      FileNotFoundError: a data set downloaded by hand whose files are not in `manual_dir`.
     """
     import tensorflow_datasets as tfds
 
-    if name not in BUILDER_MODULES:
-        raise ValueError(
-            f"unknown data set {name!r}; tagjax data sets are {sorted(BUILDER_MODULES)}"
-        )
-    importlib.import_module(BUILDER_MODULES[name])
+    config = _config_to_build(name, config)
     manual_dir = builder_kwargs.pop("manual_dir", None)
     if manual_dir is not None:
         manual_dir = os.path.expanduser(os.fspath(manual_dir))
@@ -62,12 +63,72 @@ def get_builder(name: str, *, config=None, data_dir=None, **builder_kwargs):
         builder_kwargs["data_dir"] = os.path.expanduser(os.fspath(data_dir))
     if config is not None:
         builder_kwargs["config"] = config
-    builder = tfds.builder(name, **builder_kwargs)
-    with tfds_compat.local_shuffle_files():  # splits past 1 GB, without TensorFlow
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
-        )
+    try:
+        builder = tfds.builder(name, **builder_kwargs)
+    except (ValueError, OSError) as error:
+        raise _without_tfds_prefix(error) from error
+    try:
+        with tfds_compat.local_shuffle_files():  # splits past 1 GB, without TensorFlow
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+            )
+    except AssertionError as error:  # TFDS asserts that the files downloaded by hand are there
+        missing = re.match(r"Manual directory (.*) does not exist or is empty", str(error))
+        if missing is None:
+            raise
+        raise FileNotFoundError(
+            f"data set {name!r} is built from files you download by hand, and {missing[1]} "
+            f"does not hold them: pass manual_dir=<their folder> (training: "
+            f"--config.dataset.manual_dir=...); tagjax.data.{name} says how to get them"
+        ) from error
     return builder
+
+
+def dataset_configs(name: str) -> tuple[list[str], str | None]:
+    """The named configs of data set `name` and the one it builds by default.
+
+    `folder` has none: its config is named after the folder it reads, so it is `([], None)`.
+
+    Raises:
+      ValueError: `name` is not a tagjax data set (the message lists them).
+    """
+    import tensorflow_datasets as tfds
+
+    if name not in BUILDER_MODULES:
+        close = difflib.get_close_matches(name, BUILDER_MODULES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"unknown data set {name!r}{hint}; tagjax data sets are "
+            f"{', '.join(sorted(BUILDER_MODULES))}"
+        )
+    importlib.import_module(BUILDER_MODULES[name])
+    builder_class = tfds.builder_cls(name)
+    names = [config.name for config in builder_class.BUILDER_CONFIGS or ()]
+    default = builder_class.DEFAULT_BUILDER_CONFIG_NAME or (names[0] if names else None)
+    return names, default
+
+
+def _config_to_build(name: str, config):
+    """`config` checked against data set `name`'s configs; "default" (what a training config
+    says unless told otherwise) is the data set's default, whatever that one is called."""
+    names, default = dataset_configs(name)
+    if not isinstance(config, str) or not config:
+        return config or None
+    if config == "default" and "default" not in names:
+        return default
+    if not names or config in names:
+        return config  # `folder` judges its own config
+    close = difflib.get_close_matches(config, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    listed = ", ".join(f"{n} (default)" if n == default else n for n in names)
+    raise ValueError(f"data set {name!r} has no config {config!r}{hint}; its configs are {listed}")
+
+
+def _without_tfds_prefix(error: Exception) -> Exception:
+    """The builder's own error without the arguments TFDS puts before its message."""
+    message = re.sub(r'^Failed to construct dataset "[^"]*", builder_kwargs "\{.*?\}": ', "",
+                     str(error), count=1)
+    return type(error)(message)
 
 
 def get_source(name: str, split: str, *, config=None, data_dir=None, **builder_kwargs):
