@@ -118,7 +118,8 @@ def _config(name: str, out: str, overrides: list[str]):
     if name.endswith(TRANSFER_SUFFIX):
         config.init_from = os.path.join(out, "cnn_lstm")
         config.freeze_frontend = True
-    if config.get("frozen_crops_per_clip") and not config.frozen_outputs_dir:
+    if (config.get("frozen_crops_per_clip") and config.freeze_frontend
+            and not config.frozen_outputs_dir):
         # The frozen musicnn rows read the same crops: computed once for all of them.
         config.frozen_outputs_dir = os.path.join(out, "frontend_outputs")
     return config

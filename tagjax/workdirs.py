@@ -24,7 +24,10 @@ from typing import Any
 # Fields that may change when a run resumes: they change how it is logged, checkpointed, read
 # and evaluated in batches, not the parameters it learns. More `num_epochs` extends the run.
 SAFE_FIELDS = ("num_epochs", "progress", "log_every_steps", "checkpoint_every_steps",
-               "worker_count", "eval_batch_size")
+               "worker_count", "eval_batch_size", "frozen_outputs_dir")
+# Fields added to the configs after runs were made, at the value that does what those runs did:
+# a stored config without the field and a requested one with this value are the same run.
+ADDED_FIELDS = {"frozen_crops_per_clip": 0, "frozen_outputs_dir": "", "model.summary.pool": 1}
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 
@@ -56,6 +59,9 @@ def differences(stored: dict, requested: dict) -> dict[str, tuple[Any, Any]]:
     """`{field: (stored value, requested value)}` for every field that differs, `ABSENT` where
     one config lacks the field."""
     old, new = flatten(stored), flatten(requested)
+    for key, value in ADDED_FIELDS.items():
+        if key not in old and new.get(key, ABSENT) == value:
+            old[key] = value
     return {key: (old.get(key, ABSENT), new.get(key, ABSENT))
             for key in sorted(old.keys() | new.keys())
             if old.get(key, ABSENT) != new.get(key, ABSENT)}

@@ -295,6 +295,13 @@ def test_work_directory_plans(tmp_path):
     assert plan.status == "retest" and plan.results_path.endswith("results-synth-default.json")
     with pytest.raises(workdirs.WorkdirError, match="batch_size"):
         workdirs.plan_run(str(workdir), {**config, "batch_size": 8}, retest=True)
+    # A run made before a field existed is the same run as one asking for the field's value
+    # that does what it did, and another run for any other value.
+    old = {key: value for key, value in config.items() if key != "frozen_crops_per_clip"}
+    (workdir / "config.json").write_text(json.dumps({"train": old, "tags": ["a"]}))
+    assert workdirs.plan_run(str(workdir), config).status == "finished"
+    with pytest.raises(workdirs.WorkdirError, match=r"frozen_crops_per_clip: \(absent\) -> 2"):
+        workdirs.plan_run(str(workdir), {**config, "frozen_crops_per_clip": 2})
 
 
 # ----------------------------------------------------------------------------------------------
