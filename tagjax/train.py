@@ -286,8 +286,8 @@ def initial_variables(model, config) -> dict:
 
 
 def create_state(config, tx_fn: Callable, variables: dict) -> TrainState:
-    """The state before the first step, from `initial_variables` (with a bag of frames
-    fitted where the model has one)."""
+    """The state before the first step, from `initial_variables` (a bag of frames already
+    fitted into them where the model has one: `_fit_bag_of_frames`)."""
     _, run_key = jax.random.split(jax.random.PRNGKey(config.seed))
     variables = dict(variables)
     params = variables.pop("params")
