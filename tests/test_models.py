@@ -527,3 +527,54 @@ def test_set_kmeans_errors():
     plain = tjm.build(_config("logmel", "mean", "linear"))
     with pytest.raises(ValueError, match="summary 'bof'"):
         tjm.set_kmeans(_init(plain, _audio()), km)
+
+
+@pytest.mark.parametrize("kernel_size,padding", [((3, 5), ((1, 1), (0, 0))), ((7, 1), "SAME")])
+def test_single_channel_conv_is_flax_conv_with_its_gradient(kernel_size, padding):
+    """musicnn's one-channel convolutions: `flax.linen.Conv`'s parameters and values exactly; the
+    gradient (computed on the CPU from the unfolded windows) within two float32 summation
+    orders of XLA's own."""
+    import flax.linen as nn
+    from assertions import assert_within, gamma
+
+    from tagjax.models.layers import SingleChannelConv
+
+    features = 4
+    x = np.random.default_rng(0).standard_normal((2, 20, 12, 1)).astype(np.float32)
+    ours = SingleChannelConv(features, kernel_size, padding=padding)
+    theirs = nn.Conv(features, kernel_size, padding=padding)
+    variables = ours.init(jax.random.key(1), x)
+    jax.tree.map(np.testing.assert_array_equal, variables, theirs.init(jax.random.key(1), x))
+    out = np.asarray(ours.apply(variables, x))
+    np.testing.assert_array_equal(out, theirs.apply(variables, x))
+
+    weights = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
+
+    def gradient(module):
+        loss = lambda v, x: (module.apply(v, x) * weights).sum()  # noqa: E731
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, x)
+
+    (got, got_x), (want, want_x) = gradient(ours), gradient(theirs)
+    # In float64, the sums of magnitudes of the terms each gradient element sums: the kernel's
+    # over every output position, the input's over every window and feature that reads it.
+    kernel = np.abs(np.asarray(variables["params"]["kernel"], np.float64))[:, :, 0]
+    pads = (jax.lax.padtype_to_pads(x.shape[1:3], kernel_size, (1, 1), padding)
+            if isinstance(padding, str) else padding)
+    (pad_t, _), (pad_f, _) = pads
+    padded = np.pad(np.abs(x[..., 0]).astype(np.float64), ((0, 0), *pads))
+    _, time, freq, _ = out.shape
+    kernel_magnitude = np.zeros_like(kernel)
+    input_magnitude = np.zeros(padded.shape)
+    for i in range(kernel_size[0]):
+        for j in range(kernel_size[1]):
+            window = padded[:, i:i + time, j:j + freq]
+            kernel_magnitude[i, j] = np.einsum("btf,btfc->c", window, np.abs(weights))
+            input_magnitude[:, i:i + time, j:j + freq] += np.abs(weights) @ kernel[i, j]
+    input_magnitude = input_magnitude[:, pad_t:pad_t + x.shape[1], pad_f:pad_f + x.shape[2]]
+    # Two orders of the same float32 sum of n terms differ by at most 2 gamma_n times that sum.
+    n_kernel, n_input = out.shape[0] * time * freq, np.prod(kernel_size) * features
+    assert_within(got["params"]["kernel"][:, :, 0], want["params"]["kernel"][:, :, 0],
+                  2 * gamma(n_kernel) * kernel_magnitude)
+    assert_within(got_x[..., 0], want_x[..., 0], 2 * gamma(n_input) * input_magnitude)
+    assert_within(got["params"]["bias"], want["params"]["bias"],
+                  2 * gamma(n_kernel) * np.abs(weights).sum(axis=(0, 1, 2)))

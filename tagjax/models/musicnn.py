@@ -40,6 +40,7 @@ import jax.numpy as jnp
 
 from tagjax.models.frontends import LogMel
 from tagjax.models.heads import _require_vectors
+from tagjax.models.layers import SingleChannelConv
 from tagjax.models.registry import register_frontend, register_head
 
 # 3 s at 16 kHz with hop 256: the patch length the published models were trained on.
@@ -125,13 +126,14 @@ class Musicnn(MusicnnInput):
         time_pad = (self.timbral_length - 1) // 2
         blocks = []
         for i, width in enumerate(self.timbral_widths):
-            y = nn.Conv(self.timbral_filters, (self.timbral_length, int(width * self.n_mels)),
-                        padding=((time_pad, time_pad), (0, 0)), precision=self.precision,
-                        name=f"timbral{i}")(x)
+            y = SingleChannelConv(self.timbral_filters,
+                                  (self.timbral_length, int(width * self.n_mels)),
+                                  padding=((time_pad, time_pad), (0, 0)),
+                                  precision=self.precision, name=f"timbral{i}")(x)
             blocks.append(self.norm(f"timbral{i}_norm", train=train)(nn.relu(y)).max(axis=2))
         for i, length in enumerate(self.temporal_lengths):
-            y = nn.Conv(self.temporal_filters, (length, 1), padding="SAME",
-                        precision=self.precision, name=f"temporal{i}")(x)
+            y = SingleChannelConv(self.temporal_filters, (length, 1), padding="SAME",
+                                  precision=self.precision, name=f"temporal{i}")(x)
             blocks.append(self.norm(f"temporal{i}_norm", train=train)(nn.relu(y)).max(axis=2))
         frontend = jnp.concatenate(blocks, axis=-1)
 
