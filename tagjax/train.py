@@ -2,7 +2,7 @@
 
     python -m tagjax.train --config cnn_lstm [--workdir runs/cnn_lstm] [--config.key=value ...]
 
-`--config` takes a config's name (`configs/<name>.py`, installed as `tagjax.configs`) or a path
+`--config` takes a config's name (`tagjax.configs`; `NAME:tiny`, its tiny variant) or a path
 to a config file. The work directory holds orbax checkpoints (`checkpoints/latest`,
 `checkpoints/best`), `config.json`, `metrics.jsonl`, TensorBoard events (`tensorboard/`) and,
 at the end, `results.json` with the test split's metrics and a per-tag table. Running the same
@@ -474,7 +474,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     """Trains the configured model, evaluating every epoch, then tests the best checkpoint.
 
     Args:
-      config: a training config (see `configs/`).
+      config: a training config (see `tagjax.configs`).
       workdir: where checkpoints, metrics and results go; a checkpoint there is resumed.
       step_hook: called with the step number after each update (tests use it to interrupt).
 
