@@ -64,6 +64,7 @@ def _sources(config: ml_collections.ConfigDict, splits=("train", "valid", "test"
 
     Raises:
       DataError: the data set cannot be had (see `tagjax.data.get_source`).
+      ConfigError: the config's `sample_rate` is not the data set's.
     """
     dataset = config.dataset
     kwargs = dict(dataset.get("builder_kwargs", {}) or {})
@@ -80,6 +81,12 @@ def _sources(config: ml_collections.ConfigDict, splits=("train", "valid", "test"
         except (ValueError, OSError) as error:  # the data set's own one-line reasons
             raise DataError(str(error)) from error
         tags = tags or split_tags
+    # The audio is stored at the data set's rate: a model told another would mislabel it.
+    rate = sources[splits[0]].dataset_info.metadata["sample_rate"]
+    if config.sample_rate != rate:
+        raise ConfigError(f"sample_rate={config.sample_rate}, but data set {dataset.name!r} holds "
+                          f"{rate} Hz audio: leave sample_rate at the data set's {rate} (its "
+                          f"builder resamples every file to it)")
     return sources, list(tags)
 
 
