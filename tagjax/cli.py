@@ -1,5 +1,6 @@
-"""The command line's shared parts: configs by name, `--config.FIELD=VALUE` overrides, one-line
-errors, `python -m tagjax.train` and `tagjax list`.
+"""The command line's shared parts: `--config.FIELD=VALUE` arguments (for `tagjax.configs`,
+which finds configs and sets their fields), one-line errors, `python -m tagjax.train` and
+`tagjax list`.
 
 Nothing here imports JAX at import time: `--help` answers at once and a mistake (an unknown
 config, field, data set, or a work directory that holds a run with other settings) is refused
@@ -82,9 +83,11 @@ def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return overrides, rest
 
 
-def check_dataset_name(config) -> None:
-    """Refuses an unknown data set before anything is built (its config is checked when the data
-    set is opened, by `tagjax.data.get_source`)."""
+def check_dataset(config) -> None:
+    """Refuses an unknown data set, or a sample rate other than the data sets', before anything
+    is built (the data set's config, and its own rate, are checked when it is opened:
+    `tagjax.data.get_source`, `tagjax.train`)."""
+    from tagjax.data import schema
     from tagjax.data.registry import BUILDER_MODULES
 
     name = config.dataset.name
@@ -92,6 +95,10 @@ def check_dataset_name(config) -> None:
         raise UsageError(f"unknown data set {name!r}{did_you_mean(name, BUILDER_MODULES)}; "
                          f"tagjax data sets are {', '.join(sorted(BUILDER_MODULES))} (tagjax "
                          f"list shows their configs)")
+    if config.sample_rate != schema.SAMPLE_RATE:
+        raise UsageError(f"sample_rate={config.sample_rate}, but tagjax data sets hold "
+                         f"{schema.SAMPLE_RATE} Hz audio (every file is resampled to it): leave "
+                         f"sample_rate at {schema.SAMPLE_RATE}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,7 +162,7 @@ def parse_train_args(argv: Sequence[str]):
                          f"config file (usage: {TRAIN_USAGE})")
     config = configs.get(values.config)
     configs.override(config, overrides)
-    check_dataset_name(config)
+    check_dataset(config)
     # A variant's runs apart from the config's own: runs/cnn_lstm_tiny for cnn_lstm:tiny.
     variant = re.sub(r"\W+", "_", values.config.partition(":")[2])
     default_workdir = os.path.join("runs", f"{config.name}_{variant}" if variant else config.name)

@@ -87,7 +87,7 @@ def check_runs(out: str, names: list[str], overrides: list[str]) -> None:
     planned = {}
     for name in names:
         config = _row_config(name, out, overrides)
-        cli.check_dataset_name(config)
+        cli.check_dataset(config)
         if name != ZEROSHOT:
             planned[name] = workdirs.plan_run(os.path.join(out, name), config.to_dict()), config
     for name, (plan, config) in planned.items():

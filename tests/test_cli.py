@@ -157,18 +157,23 @@ def test_train_says_what_is_wrong_with_the_data_set_in_one_line(capsys, tmp_path
     assert str(music / "tags.csv") in line and "line 2" in line
 
 
-def test_a_sample_rate_other_than_the_data_sets_is_refused(capsys, tmp_path, synth_tiny_dir):
+def test_a_sample_rate_other_than_the_data_sets_is_refused(capsys, tmp_path, tiny_config,
+                                                           synth_tiny_dir):
     from tagjax import data as tj_data
 
     builder = tj_data.get_builder("synth", config="tiny", data_dir=synth_tiny_dir)
     rate = builder.info.metadata["sample_rate"]
     # The rate the clips are stored at: synth/tiny's clips last 3 s.
     assert len(builder.as_data_source()["train"][0]["audio"]) == 3 * rate == 48000
+    # The command line refuses it before the data set is built; training, on opening it.
     workdir = tmp_path / "run"
     line = _one_line_error(capsys, lambda: cli.train_main(
-        ["--config", "cnn_lstm:tiny", f"--config.dataset.data_dir={synth_tiny_dir}",
-         "--config.sample_rate=22050", "--workdir", str(workdir)]))
-    assert f"sample_rate=22050, but data set 'synth' holds {rate} Hz audio" in line
+        ["--config", "cnn_lstm:tiny", "--config.sample_rate=22050", "--workdir", str(workdir)]))
+    assert f"sample_rate=22050, but tagjax data sets hold {rate} Hz audio" in line
+    assert not workdir.exists()
+    with pytest.raises(train.ConfigError,
+                       match=f"sample_rate=22050, but data set 'synth' holds {rate} Hz audio"):
+        train.train_and_evaluate(tiny_config("cnn_lstm", sample_rate=22050), str(workdir))
     assert not os.listdir(workdir)
 
 
