@@ -8,6 +8,9 @@ deliver more clips per second than the step consumes.
 
     python benchmarks/train_step.py [--configs cnn_lstm,mfcc_lstm] [--batch 16] [--repeats 10]
         [--out benchmarks/results/train_step.json]
+
+`--configs` takes what `--config` takes (`tagjax.configs.get`): `cnn_lstm:tiny` times the tiny
+variant, a smoke test of the benchmark.
 """
 
 import argparse

@@ -35,7 +35,7 @@ def test_experiments_reuse_finished_runs_train_the_rest_and_report(
         {"results": {"tagjax": {"test_macro_roc_auc": 0.875, "test_macro_pr_auc": 0.625}}}
     ))
     overrides = [f"dataset.data_dir={synth_tiny_dir}"]
-    overrides += [f"{key}={json.dumps(value)}"
+    overrides += [f"{key}={value if isinstance(value, str) else json.dumps(value)}"
                   for key, value in _tiny_overrides("cnn_lstm", "cnn_bof").items()]
     # The "second" SoundFont is the default one under another name: the same clips come out.
     soundfont = tmp_path / "same_as_default.sf2"

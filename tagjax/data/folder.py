@@ -375,7 +375,7 @@ class Folder(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
             if config is not None and not isinstance(config, FolderConfig):
                 raise ValueError(
                     "the 'folder' data set names its config itself from the folder; "
-                    f"pass config=None, not {config!r}"
+                    f"pass config=None, not {config!r} (training: --config.dataset.config=default)"
                 )
         kwargs.setdefault("file_format", "array_record")
         super().__init__(config=built, **kwargs)
