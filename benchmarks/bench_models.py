@@ -1,6 +1,6 @@
 """Training-step and inference cost of the tj.models configurations on this machine.
 
-For each model of the training configs (configs/*.py): compile time and median run time of a
+For each model of the training configs (`tagjax.configs`): compile time and median run time of a
 jitted Adam training step (forward, binary cross-entropy, backward, update) and of an inference
 forward pass, on a batch of random crops. Models with max pooling are timed twice in the same
 run, with tagjax's reshape pooling (`layers.block_max_pool`) and with Flax's `nn.max_pool`
@@ -12,7 +12,6 @@ peer is installed, so there is no cross-framework comparison.
 """
 
 import argparse
-import importlib
 import json
 import os
 import statistics
@@ -25,6 +24,7 @@ import numpy as np
 import optax
 
 import tagjax.models as tjm
+from tagjax import configs
 from tagjax.models import cnn, resnet
 
 NUM_TAGS = 50
@@ -117,7 +117,7 @@ def main():
 
     rows = []
     for name in args.models.split(","):
-        model_config = importlib.import_module(f"tagjax.configs.{name}").get_config().model
+        model_config = configs.get(name).model
         model_config = model_config.to_dict()
         if model_config["summary"]["name"] == "bof":
             model_config["summary"].setdefault("k", 256)

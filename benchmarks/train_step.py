@@ -8,10 +8,12 @@ deliver more clips per second than the step consumes.
 
     python benchmarks/train_step.py [--configs cnn_lstm,mfcc_lstm] [--batch 16] [--repeats 10]
         [--out benchmarks/results/train_step.json]
+
+`--configs` takes what `--config` takes (`tagjax.configs.get`): `cnn_lstm:tiny` times the tiny
+variant, a smoke test of the benchmark.
 """
 
 import argparse
-import importlib
 import json
 import os
 import platform
@@ -22,14 +24,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tagjax import train
+from tagjax import configs, train
 
 CONFIGS = ("cnn_lstm", "cnn_bof", "mfcc_lstm", "mfcc_bof", "fcn", "crnn", "short_res")
 NUM_TAGS = 32  # the synth data set's
 
 
 def time_config(name: str, batch: int, repeats: int) -> dict:
-    config = importlib.import_module(f"tagjax.configs.{name}").get_config()
+    config = configs.get(name)
     config.batch_size = batch
     model = train.tj_models.build(train._model_config(config, NUM_TAGS))
 

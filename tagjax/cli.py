@@ -1,5 +1,6 @@
-"""The command line's shared parts: configs by name, `--config.FIELD=VALUE` overrides, one-line
-errors, `python -m tagjax.train` and `tagjax list`.
+"""The command line's shared parts: `--config.FIELD=VALUE` arguments (for `tagjax.configs`,
+which finds configs and sets their fields), one-line errors, `python -m tagjax.train` and
+`tagjax list`.
 
 Nothing here imports JAX at import time: `--help` answers at once and a mistake (an unknown
 config, field, data set, or a work directory that holds a run with other settings) is refused
@@ -9,8 +10,8 @@ in one line, with exit status 2, before the first second of real work.
 import contextlib
 import difflib
 import importlib
-import importlib.util
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from typing import NoReturn
@@ -53,133 +54,40 @@ def errors_in_one_line() -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Configs
+# Configs (found and changed by `tagjax.configs`)
 
 
-def _configs_folder() -> str:
-    spec = importlib.util.find_spec("tagjax.configs")
-    return os.path.dirname(spec.origin)
+def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """`(overrides, rest)`: the `--config.FIELD=VALUE` arguments (also `--config.FIELD VALUE`,
+    and a bool's `--config.FIELD` and `--noconfig.FIELD`) as `FIELD=VALUE` (`FIELD` alone for
+    `--config.FIELD`), for `tagjax.configs.override`, and the other arguments in their order."""
+    overrides, rest = [], []
+    arguments = list(argv)
+    i = 0
+    while i < len(arguments):
+        arg = arguments[i]
+        if arg.startswith("--noconfig."):
+            overrides.append(f"{arg.removeprefix('--noconfig.')}=false")
+        elif arg.startswith("--config."):
+            field = arg.removeprefix("--config.")
+            if "=" in field:
+                overrides.append(field)
+            elif i + 1 < len(arguments) and not arguments[i + 1].startswith("--"):
+                overrides.append(f"{field}={arguments[i + 1]}")
+                i += 1
+            else:
+                overrides.append(field)
+        else:
+            rest.append(arg)
+        i += 1
+    return overrides, rest
 
 
-def available_configs() -> list[str]:
-    """The names of the training configs that ship with tagjax (`configs/*.py`)."""
-    return sorted(name[:-3] for name in os.listdir(_configs_folder())
-                  if name.endswith(".py") and not name.startswith("_") and name != "common.py")
-
-
-def config_path(value: str) -> str:
-    """`NAME[:ARG]` of a shipped config as its file's path; a path passes through.
-
-    Raises:
-      UsageError: neither a file nor a config's name (the message lists the names).
-    """
-    path, _, arg = value.partition(":")
-    if os.path.isfile(path):
-        return value
-    candidate = os.path.join(_configs_folder(), f"{path}.py")
-    if os.path.isfile(candidate):
-        return candidate + (f":{arg}" if arg else "")
-    names = available_configs()
-    raise UsageError(f"unknown config {value!r}{did_you_mean(path, names)}: not a file and not "
-                     f"one of the available configs: {', '.join(names)}")
-
-
-def resolve_config_argument(argv: list[str]) -> list[str]:
-    """Rewrites `--config NAME` into the path of `configs/NAME.py`; paths pass through."""
-    argv = list(argv)
-    for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
-            argv[i + 1] = config_path(argv[i + 1])
-        elif arg.startswith("--config="):
-            argv[i] = "--config=" + config_path(arg.split("=", 1)[1])
-    return argv
-
-
-def load_config(value: str):
-    """The config `NAME[:ARG]` or `PATH[:ARG]` (its module's `get_config([ARG])`).
-
-    Raises:
-      UsageError: no such config, or its file fails to load.
-    """
-    path, _, arg = config_path(value).partition(":")
-    try:
-        spec = importlib.util.spec_from_file_location(
-            f"_tagjax_config_{os.path.basename(path)[:-3]}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.get_config(arg) if arg else module.get_config()
-    except Exception as error:  # the user's own config file: say what broke, in one line
-        raise UsageError(f"cannot load the config {path}: {type(error).__name__}: "
-                         f"{error}") from None
-
-
-def config_fields(config) -> list[str]:
-    """The dotted names of a config's fields, `a.b.c`."""
-    return list(workdirs.flatten(config.to_dict()))
-
-
-def _parse_value(text: str, old):
-    """`text` as a value of the type of `old` (what `--config.FIELD=VALUE` means)."""
-    import ast
-    import json
-
-    if isinstance(old, bool):
-        if text.lower() in ("true", "1", "yes"):
-            return True
-        if text.lower() in ("false", "0", "no"):
-            return False
-        raise UsageError(f"expected True or False, got {text!r}")
-    for parse in (json.loads, ast.literal_eval):
-        try:
-            value = parse(text)
-            break
-        except (ValueError, SyntaxError):
-            continue
-    else:
-        value = text
-    if isinstance(old, str):
-        return value if isinstance(value, str) else text
-    if isinstance(old, tuple) and isinstance(value, list):
-        return tuple(value)
-    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if old is not None and not isinstance(value, type(old)) and not (
-            isinstance(old, dict | list | tuple) or hasattr(old, "to_dict")):
-        raise UsageError(f"expected a value of type {type(old).__name__}, got {text!r}")
-    return value
-
-
-def has_field(config, key: str) -> bool:
-    node = config
-    for part in key.split("."):
-        if not hasattr(node, "keys") or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def set_field(config, key: str, text: str) -> None:
-    """Sets the existing field `key` (`a.b.c`) of `config` from the command line's `text`.
-
-    Raises:
-      UsageError: no such field (the message suggests the closest), or a value of another type.
-    """
-    if not has_field(config, key):
-        raise UsageError(f"unknown config field {key!r}{did_you_mean(key, config_fields(config))}"
-                         f" in config {config.get('name', '')!r}")
-    *parents, leaf = key.split(".")
-    node = config
-    for parent in parents:
-        node = node[parent]
-    try:
-        node[leaf] = _parse_value(text, node[leaf])
-    except (UsageError, TypeError, ValueError) as error:
-        raise UsageError(f"--config.{key}={text}: {error}") from None
-
-
-def check_dataset_name(config) -> None:
-    """Refuses an unknown data set before anything is built (its config is checked when the data
-    set is opened, by `tagjax.data.get_source`)."""
+def check_dataset(config) -> None:
+    """Refuses an unknown data set, or a sample rate other than the data sets', before anything
+    is built (the data set's config, and its own rate, are checked when it is opened:
+    `tagjax.data.get_source`, `tagjax.train`)."""
+    from tagjax.data import schema
     from tagjax.data.registry import BUILDER_MODULES
 
     name = config.dataset.name
@@ -187,6 +95,10 @@ def check_dataset_name(config) -> None:
         raise UsageError(f"unknown data set {name!r}{did_you_mean(name, BUILDER_MODULES)}; "
                          f"tagjax data sets are {', '.join(sorted(BUILDER_MODULES))} (tagjax "
                          f"list shows their configs)")
+    if config.sample_rate != schema.SAMPLE_RATE:
+        raise UsageError(f"sample_rate={config.sample_rate}, but tagjax data sets hold "
+                         f"{schema.SAMPLE_RATE} Hz audio (every file is resampled to it): leave "
+                         f"sample_rate at {schema.SAMPLE_RATE}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,6 +108,8 @@ TRAIN_USAGE = "python -m tagjax.train --config NAME|PATH [--workdir DIR] [--conf
 
 
 def train_help() -> str:
+    from tagjax import configs
+
     safe = ", ".join(workdirs.SAFE_FIELDS)
     return f"""usage: {TRAIN_USAGE} [--retest]
 
@@ -203,12 +117,13 @@ Train, evaluate and checkpoint a tagger, then test its best checkpoint (results.
 
 options:
   -h, --help            show this help and exit
-  --config NAME|PATH    a config: {', '.join(available_configs())}; or a config
-                        file with get_config() (NAME:ARG and PATH:ARG call get_config(ARG))
+  --config NAME|PATH    a config: {', '.join(configs.available())}; or a config
+                        file with get_config(); NAME:tiny is the config shrunk to
+                        train in seconds on synth/tiny (PATH:ARG calls get_config(ARG))
   --config.FIELD=VALUE  override a field, e.g. --config.num_epochs=5,
                         --config.dataset.name=magnatagatune (tagjax list: the data sets)
   --workdir DIR         checkpoints, config.json, metrics.jsonl, tensorboard/ and
-                        results.json (default runs/<config name>)
+                        results.json (default runs/<config name>[_<variant>])
   --retest              test the best checkpoint of the finished run in DIR again, on
                         its data set (results.json) or another one with the same tags
                         (results-<data set>-<config>.json)
@@ -226,48 +141,32 @@ def parse_train_args(argv: Sequence[str]):
       UsageError: what is wrong, in one line.
     """
     from absl import flags
-    from ml_collections import config_flags
 
-    argv = resolve_config_argument(list(argv))
-    if not any(arg == "--config" or arg.startswith("--config=") for arg in argv):
-        raise UsageError(f"--config is required: one of {', '.join(available_configs())}, or a "
-                         f"config file (usage: {TRAIN_USAGE})")
-    config = load_config(_config_value(argv))
-    for arg in argv:  # ml_collections answers an unknown field with a traceback
-        key = arg.removeprefix("--config.").split("=", 1)[0]
-        if arg.startswith("--config.") and not has_field(config, key):
-            raise UsageError(f"unknown config field {key!r}"
-                             f"{did_you_mean(key, config_fields(config))} in config "
-                             f"{config.get('name', '')!r}")
-    sys_argv = ["python -m tagjax.train", *argv]
+    from tagjax import configs
+
+    overrides, rest = split_config_overrides(argv)
     values = flags.FlagValues()  # not absl's global flags: main() may run many times
+    flags.DEFINE_string("config", None, "a config", flag_values=values)
+    flags.DEFINE_string("workdir", None, "work directory", flag_values=values)
+    flags.DEFINE_bool("retest", False, "test again", flag_values=values)
     try:
-        config_flag = config_flags.DEFINE_config_file(
-            "config", None, "a config", flag_values=values, sys_argv=sys_argv)
-    except Exception as error:  # the user's config file itself fails to load
-        raise UsageError(f"cannot load the config: {type(error).__name__}: {error}") from None
-    workdir_flag = flags.DEFINE_string("workdir", None, "work directory", flag_values=values)
-    retest_flag = flags.DEFINE_bool("retest", False, "test again", flag_values=values)
-    try:
-        rest = values(sys_argv)
+        leftover = values(["python -m tagjax.train", *rest])
     except flags.UnrecognizedFlagError as error:
         raise UsageError(f"unknown option --{error.flagname} (usage: {TRAIN_USAGE})") from None
     except flags.Error as error:
         raise UsageError(" ".join(str(error).split())) from None
-    if len(rest) > 1:
-        raise UsageError(f"unexpected argument {rest[1]!r} (usage: {TRAIN_USAGE})")
-    config = config_flag.value
-    check_dataset_name(config)
-    return config, workdir_flag.value or os.path.join("runs", config.name), retest_flag.value
-
-
-def _config_value(argv: Sequence[str]) -> str:
-    for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-        if arg == "--config":
-            return argv[i + 1]
-    raise UsageError("--config is required")
+    if len(leftover) > 1:
+        raise UsageError(f"unexpected argument {leftover[1]!r} (usage: {TRAIN_USAGE})")
+    if values.config is None:
+        raise UsageError(f"--config is required: one of {', '.join(configs.available())}, or a "
+                         f"config file (usage: {TRAIN_USAGE})")
+    config = configs.get(values.config)
+    configs.override(config, overrides)
+    check_dataset(config)
+    # A variant's runs apart from the config's own: runs/cnn_lstm_tiny for cnn_lstm:tiny.
+    variant = re.sub(r"\W+", "_", values.config.partition(":")[2])
+    default_workdir = os.path.join("runs", f"{config.name}_{variant}" if variant else config.name)
+    return config, values.workdir or default_workdir, values.retest
 
 
 def _check_writable(workdir: str) -> None:
@@ -344,8 +243,10 @@ def list_main(argv: Sequence[str] | None = None) -> int:
         return 0
     if argv:
         fail(f"unexpected argument {argv[0]!r} (usage: tagjax list)")
-    print("configs (python -m tagjax.train --config NAME):")
-    for name in available_configs():
+    from tagjax import configs
+
+    print("configs (python -m tagjax.train --config NAME, or NAME:tiny):")
+    for name in configs.available():
         print(f"  {name}: {_first_sentence(f'tagjax.configs.{name}')}")
     from tagjax.models import pretrained
     from tagjax.tag import DEFAULT_MODEL

@@ -26,6 +26,7 @@ SF2`, every row is also scored on the test split rendered with that General MIDI
 import argparse
 import json
 import os
+import sys
 
 # ROC-AUC reported on the slides for the four pipelines (MagnaTagATune, Sankaran 2017).
 SLIDES_ROC_AUC = {"cnn_bof": 0.67, "cnn_lstm": 0.71, "mfcc_bof": 0.62, "mfcc_lstm": 0.74,
@@ -45,22 +46,12 @@ ZEROSHOT = "zeroshot"
 ZEROSHOT_MODEL = "musicnn-mtt"
 
 
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+def _applicable(config, overrides: list[str]) -> list[str]:
+    """The `FIELD=VALUE` overrides whose field `config` has (`check_runs` refuses a field that no
+    run has)."""
+    from tagjax import configs
 
-
-def _apply_overrides(config, overrides: list[str]) -> None:
-    """Sets each `KEY=VALUE` where `config` has the field (`check_runs` refuses a field that no
-    run has), the value read as the field's type."""
-    from tagjax import cli
-
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if cli.has_field(config, key):
-            cli.set_field(config, key, value)
+    return [item for item in overrides if configs.has_field(config, item.partition("=")[0])]
 
 
 def check_runs(out: str, names: list[str], overrides: list[str]) -> None:
@@ -73,31 +64,32 @@ def check_runs(out: str, names: list[str], overrides: list[str]) -> None:
     Raises:
       cli.UsageError, workdirs.WorkdirError: one line saying what is wrong.
     """
-    from tagjax import cli, workdirs
+    from tagjax import cli, configs, workdirs
 
-    configs = {}
+    known = [*CONFIGS, *(n for n in configs.available() if n not in CONFIGS)]
     for name in names:
-        try:
-            configs[name] = _config(name, out, [])
-        except ModuleNotFoundError:  # no config file: one of CONFIGS that trains nothing, or a typo
-            if name not in CONFIGS:
-                known = [*CONFIGS, *(n for n in cli.available_configs() if n not in CONFIGS)]
-                raise cli.UsageError(
-                    f"--configs: unknown run {name!r}{cli.did_you_mean(name, known)}; the runs "
-                    f"are {', '.join(known)} (and <config>{TRANSFER_SUFFIX})") from None
-    fields = {field for config in configs.values() for field in cli.config_fields(config)}
+        base = name.removesuffix(TRANSFER_SUFFIX).removesuffix(FINETUNE_SUFFIX)
+        if name not in CONFIGS and base not in configs.available():
+            raise cli.UsageError(
+                f"--configs: unknown run {name!r}{cli.did_you_mean(name, known)}; the runs are "
+                f"{', '.join(known)} (and <config>{TRANSFER_SUFFIX})")
+    # Each row's config, every override read as its field's type there (the zero-shot row
+    # trains nothing: it reads the data set of musicnn_lstm's config).
+    defaults = {name: _row_config(name, out, []) for name in names}
+    fields = {field for config in defaults.values() for field in configs.fields(config)}
     for item in overrides:
         key, sep, _ = item.partition("=")
         if not sep:
             raise cli.UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. num_epochs=5")
-        if configs and not any(cli.has_field(config, key) for config in configs.values()):
+        if not any(configs.has_field(config, key) for config in defaults.values()):
             raise cli.UsageError(f"unknown config field {key!r}{cli.did_you_mean(key, fields)}: "
                                  f"no run's config has it")
     planned = {}
-    for name in configs:
-        config = _config(name, out, overrides)
-        cli.check_dataset_name(config)
-        planned[name] = workdirs.plan_run(os.path.join(out, name), config.to_dict()), config
+    for name in names:
+        config = _row_config(name, out, overrides)
+        cli.check_dataset(config)
+        if name != ZEROSHOT:
+            planned[name] = workdirs.plan_run(os.path.join(out, name), config.to_dict()), config
     for name, (plan, config) in planned.items():
         if plan.status == "extend":
             print(f"{name}: {workdirs.describe(plan, os.path.join(out, name))}")
@@ -105,15 +97,14 @@ def check_runs(out: str, names: list[str], overrides: list[str]) -> None:
 
 
 def _config(name: str, out: str, overrides: list[str]):
-    """The config of row `name`: its config file's, with the row's own changes and `overrides`."""
-    import importlib
+    """The config of row `name`: its config file's, with the row's own changes and the
+    `FIELD=VALUE` `overrides` of the fields it has (see `tagjax.configs.override`)."""
+    from tagjax import configs
 
-    base = name.removesuffix(TRANSFER_SUFFIX).removesuffix(FINETUNE_SUFFIX)
-    config = importlib.import_module(f"tagjax.configs.{base}").get_config()
+    config = configs.get(name.removesuffix(TRANSFER_SUFFIX).removesuffix(FINETUNE_SUFFIX))
     if name.endswith(FINETUNE_SUFFIX):
-        _apply_overrides(config, [f"{key}={json.dumps(value)}"
-                                  for key, value in FINETUNE_OVERRIDES.items()])
-    _apply_overrides(config, overrides)
+        config.update_from_flattened_dict(FINETUNE_OVERRIDES)
+    configs.override(config, _applicable(config, overrides))
     config.name = name
     if name.endswith(TRANSFER_SUFFIX):
         config.init_from = os.path.join(out, "cnn_lstm")
@@ -123,6 +114,11 @@ def _config(name: str, out: str, overrides: list[str]):
         # The frozen musicnn rows read the same crops: computed once for all of them.
         config.frozen_outputs_dir = os.path.join(out, "frontend_outputs")
     return config
+
+
+def _row_config(name: str, out: str, overrides: list[str]):
+    """`_config` of row `name`; the zero-shot row's is musicnn_lstm's (for its data set)."""
+    return _config("musicnn_lstm" if name == ZEROSHOT else name, out, overrides)
 
 
 def _dataset_kwargs(config) -> dict:
@@ -146,7 +142,7 @@ def run_experiments(out: str, configs: list[str], overrides: list[str]) -> dict:
             print(f"{name}: reusing {results_path}")
             continue
         if name == ZEROSHOT:
-            config = _config("musicnn_lstm", out, overrides)  # for its data set
+            config = _row_config(name, out, overrides)
             start = time.perf_counter()
             report = zeroshot.zero_shot(ZEROSHOT_MODEL, config.dataset.name, "test",
                                         dataset_config=_dataset_kwargs(config)["config"],
@@ -181,7 +177,7 @@ def score_other_soundfont(out: str, names: list[str], soundfont: str,
             if saved.get("soundfont") == os.path.abspath(soundfont):
                 reports[name] = saved
                 continue
-        config = _config("musicnn_lstm" if name == ZEROSHOT else name, out, overrides)
+        config = _row_config(name, out, overrides)
         if config.dataset.name != "synth":
             raise ValueError(f"--second-soundfont renders synth; {name} trains on "
                              f"{config.dataset.name}")
@@ -206,23 +202,6 @@ def score_other_soundfont(out: str, names: list[str], soundfont: str,
             json.dump(report, f, indent=2)
         reports[name] = report
     return reports
-
-
-def _config_overrides(argv: list[str] | None) -> tuple[list[str], list[str]]:
-    """`--config.FIELD=VALUE` (or `--config.FIELD VALUE`), as in `python -m tagjax.train`,
-    split from the other arguments as `FIELD=VALUE` overrides."""
-    import sys
-
-    rest, overrides = [], []
-    arguments = iter(sys.argv[1:] if argv is None else argv)
-    for arg in arguments:
-        if not arg.startswith("--config."):
-            rest.append(arg)
-        elif "=" in arg:
-            overrides.append(arg.removeprefix("--config."))
-        else:
-            overrides.append(f"{arg.removeprefix('--config.')}={next(arguments, '')}")
-    return rest, overrides
 
 
 def load_baseline(path: str) -> dict | None:
@@ -315,13 +294,13 @@ def main(argv=None) -> None:
     parser.add_argument("--second-soundfont", metavar="SF2",
                         help="also score every row on the test split rendered with this "
                              "General MIDI SoundFont")
-    argv, config_overrides = _config_overrides(argv)
+    from tagjax import cli
+
+    config_overrides, argv = cli.split_config_overrides(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.set += config_overrides
     if args.second_soundfont and not os.path.isfile(args.second_soundfont):
         raise SystemExit(f"error: --second-soundfont {args.second_soundfont} is not a file")
-    from tagjax import cli
-
     with cli.errors_in_one_line():  # before the first run starts
         check_runs(args.out, args.configs.split(","), args.set)
     os.makedirs(args.out, exist_ok=True)

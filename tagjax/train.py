@@ -2,7 +2,7 @@
 
     python -m tagjax.train --config cnn_lstm [--workdir runs/cnn_lstm] [--config.key=value ...]
 
-`--config` takes a config's name (`configs/<name>.py`, installed as `tagjax.configs`) or a path
+`--config` takes a config's name (`tagjax.configs`; `NAME:tiny`, its tiny variant) or a path
 to a config file. The work directory holds orbax checkpoints (`checkpoints/latest`,
 `checkpoints/best`), `config.json`, `metrics.jsonl`, TensorBoard events (`tensorboard/`) and,
 at the end, `results.json` with the test split's metrics and a per-tag table. Running the same
@@ -64,6 +64,7 @@ def _sources(config: ml_collections.ConfigDict, splits=("train", "valid", "test"
 
     Raises:
       DataError: the data set cannot be had (see `tagjax.data.get_source`).
+      ConfigError: the config's `sample_rate` is not the data set's.
     """
     dataset = config.dataset
     kwargs = dict(dataset.get("builder_kwargs", {}) or {})
@@ -80,6 +81,12 @@ def _sources(config: ml_collections.ConfigDict, splits=("train", "valid", "test"
         except (ValueError, OSError) as error:  # the data set's own one-line reasons
             raise DataError(str(error)) from error
         tags = tags or split_tags
+    # The audio is stored at the data set's rate: a model told another would mislabel it.
+    rate = sources[splits[0]].dataset_info.metadata["sample_rate"]
+    if config.sample_rate != rate:
+        raise ConfigError(f"sample_rate={config.sample_rate}, but data set {dataset.name!r} holds "
+                          f"{rate} Hz audio: leave sample_rate at the data set's {rate} (its "
+                          f"builder resamples every file to it)")
     return sources, list(tags)
 
 
@@ -474,7 +481,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     """Trains the configured model, evaluating every epoch, then tests the best checkpoint.
 
     Args:
-      config: a training config (see `configs/`).
+      config: a training config (see `tagjax.configs`).
       workdir: where checkpoints, metrics and results go; a checkpoint there is resumed.
       step_hook: called with the step number after each update (tests use it to interrupt).
 

@@ -29,14 +29,26 @@ def synth_tiny_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def trained_run(synth_tiny_dir, tmp_path_factory):
-    """The work directory of a tiny `cnn_lstm` run trained for two epochs on `synth/tiny`."""
-    from runs import tiny_config
+def tiny_config(synth_tiny_dir):
+    """`tiny_config(name, **fields)`: config `name`'s tiny variant (`tagjax.configs`) reading
+    `synth/tiny` from `synth_tiny_dir`, with `fields` set (`{"a.b": value}` as `**{...}`)."""
+    from tagjax import configs
 
+    def make(name: str, **fields):
+        config = configs.get(name, "tiny")
+        config.update_from_flattened_dict({"dataset.data_dir": synth_tiny_dir, **fields})
+        return config
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_config, tmp_path_factory):
+    """The work directory of a tiny `cnn_lstm` run trained for two epochs on `synth/tiny`."""
     from tagjax import train
 
     workdir = str(tmp_path_factory.mktemp("trained_run"))
-    train.train_and_evaluate(tiny_config("cnn_lstm", synth_tiny_dir), workdir)
+    train.train_and_evaluate(tiny_config("cnn_lstm"), workdir)
     return workdir
 
 

@@ -12,11 +12,10 @@ import tomllib
 
 import pytest
 import yaml
-from runs import tiny_config
 
 import tagjax
 from tagjax import __main__ as tagjax_main
-from tagjax import cli, train, workdirs
+from tagjax import cli, configs, train, workdirs
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,7 +80,7 @@ def test_every_help_exits_0_without_importing_jax():
 def test_train_help_names_the_configs_and_the_safe_fields(capsys):
     assert cli.train_main(["--help"]) == 0
     printed = " ".join(capsys.readouterr().out.split())
-    for name in cli.available_configs():
+    for name in configs.available():
         assert name in printed
     for field in workdirs.SAFE_FIELDS:
         assert field in printed
@@ -112,24 +111,25 @@ def test_train_refuses_mistakes_in_one_line_before_importing_anything(argv, expe
 
 
 def test_overrides_are_read_as_the_fields_type():
-    config = cli.load_config("cnn_lstm")
+    config = configs.get("cnn_lstm")
     for key, text, expected in [("model.frontend.channels", "[4, 4, 4, 4, 4]", (4, 4, 4, 4, 4)),
                                 ("model.frontend.channels", "(8, 8, 8, 8, 8)", (8, 8, 8, 8, 8)),
                                 ("freeze_frontend", "False", False),
                                 ("progress", "false", False),
                                 ("dataset.config", "tiny", "tiny"),
-                                ("dataset.config", '"tiny"', "tiny"),
                                 ("init_from", "123", "123"),
                                 ("optimizer.learning_rate", "1", 1.0),
                                 ("num_epochs", "7", 7)]:
-        cli.set_field(config, key, text)
+        configs.override(config, [f"{key}={text}"])
         value = config
         for part in key.split("."):
             value = value[part]
         assert value == expected and type(value) is type(expected), (key, text, value)
     for key, text in [("num_epochs", "2.5"), ("freeze_frontend", "maybe"), ("num_epoch", "2")]:
         with pytest.raises(cli.UsageError):
-            cli.set_field(config, key, text)
+            configs.override(config, [f"{key}={text}"])
+    with pytest.raises(AttributeError):  # locked: a misspelt field is not added
+        config.num_epoch = 3
 
 
 def _data_set_error(capsys, tmp_path, *overrides) -> str:
@@ -157,6 +157,26 @@ def test_train_says_what_is_wrong_with_the_data_set_in_one_line(capsys, tmp_path
     assert str(music / "tags.csv") in line and "line 2" in line
 
 
+def test_a_sample_rate_other_than_the_data_sets_is_refused(capsys, tmp_path, tiny_config,
+                                                           synth_tiny_dir):
+    from tagjax import data as tj_data
+
+    builder = tj_data.get_builder("synth", config="tiny", data_dir=synth_tiny_dir)
+    rate = builder.info.metadata["sample_rate"]
+    # The rate the clips are stored at: synth/tiny's clips last 3 s.
+    assert len(builder.as_data_source()["train"][0]["audio"]) == 3 * rate == 48000
+    # The command line refuses it before the data set is built; training, on opening it.
+    workdir = tmp_path / "run"
+    line = _one_line_error(capsys, lambda: cli.train_main(
+        ["--config", "cnn_lstm:tiny", "--config.sample_rate=22050", "--workdir", str(workdir)]))
+    assert f"sample_rate=22050, but tagjax data sets hold {rate} Hz audio" in line
+    assert not workdir.exists()
+    with pytest.raises(train.ConfigError,
+                       match=f"sample_rate=22050, but data set 'synth' holds {rate} Hz audio"):
+        train.train_and_evaluate(tiny_config("cnn_lstm", sample_rate=22050), str(workdir))
+    assert not os.listdir(workdir)
+
+
 def test_the_data_sets_default_config_stands_for_default():
     from tagjax.data import registry
 
@@ -174,43 +194,41 @@ def test_the_data_sets_default_config_stands_for_default():
 
 @pytest.fixture
 def run_copy(trained_run, tmp_path):
-    """A copy of the finished tiny `cnn_lstm` run, and a config file that reproduces its
-    settings for the command line."""
+    """A copy of the finished tiny `cnn_lstm` run, and the command line's config arguments that
+    reproduce its settings."""
     workdir = str(tmp_path / "run")
     shutil.copytree(trained_run, workdir)
     dataset = _json(os.path.join(workdir, "config.json"))["train"]["dataset"]
-    config_file = tmp_path / "tiny_cnn_lstm.py"
-    config_file.write_text("from runs import tiny_config\n\n\ndef get_config():\n"
-                           f"    return tiny_config('cnn_lstm', {dataset['data_dir']!r})\n")
-    return workdir, str(config_file)
+    return workdir, ["--config", "cnn_lstm:tiny",
+                     f"--config.dataset.data_dir={dataset['data_dir']}"]
 
 
 def test_resuming_with_other_settings_is_refused_naming_the_fields(run_copy, capsys):
-    workdir, config_file = run_copy
+    workdir, config_args = run_copy
     before = _tree_digest(workdir)
     line = _one_line_error(capsys, lambda: cli.train_main(
-        ["--config", config_file, "--workdir", workdir, "--config.batch_size=16",
+        [*config_args, "--workdir", workdir, "--config.batch_size=16",
          "--config.model.summary.hidden=4"]))
     assert "batch_size: 4 -> 16" in line and "model.summary.hidden: 8 -> 4" in line
     assert "new --workdir" in line and "num_epochs" in line  # what to do; what may change
     assert _tree_digest(workdir) == before
 
 
-def test_a_finished_run_is_left_intact(run_copy, capsys, synth_tiny_dir):
-    workdir, config_file = run_copy
+def test_a_finished_run_is_left_intact(run_copy, capsys, tiny_config):
+    workdir, config_args = run_copy
     before = _tree_digest(workdir)
     # The same settings (a safe field changed too): nothing trains, nothing is tested.
-    assert cli.train_main(["--config", config_file, "--workdir", workdir,
+    assert cli.train_main([*config_args, "--workdir", workdir,
                            "--config.log_every_steps=5"]) == 0
     assert "holds a finished run" in capsys.readouterr().out
     # Another data set is refused, by the command line and by the function alike.
     _one_line_error(capsys, lambda: cli.train_main(
-        ["--config", config_file, "--workdir", workdir, "--config.dataset.config=default"]))
+        [*config_args, "--workdir", workdir, "--config.dataset.config=default"]))
     with pytest.raises(workdirs.WorkdirError, match=r"dataset\.config: 'tiny' -> 'default'"):
         train.train_and_evaluate(
-            tiny_config("cnn_lstm", synth_tiny_dir, **{"dataset.config": "default"}), workdir)
+            tiny_config("cnn_lstm", **{"dataset.config": "default"}), workdir)
     assert _tree_digest(workdir) == before
-    report = train.train_and_evaluate(tiny_config("cnn_lstm", synth_tiny_dir), workdir)
+    report = train.train_and_evaluate(tiny_config("cnn_lstm"), workdir)
     with open(os.path.join(workdir, "results.json")) as f:  # NaN for tags left out: as text
         assert json.dumps(report, sort_keys=True) == json.dumps(json.load(f), sort_keys=True)
     assert _tree_digest(workdir) == before
@@ -220,7 +238,7 @@ class _Stop(Exception):
     pass
 
 
-def test_more_epochs_extend_a_finished_run_and_keep_its_results(run_copy, synth_tiny_dir,
+def test_more_epochs_extend_a_finished_run_and_keep_its_results(run_copy, tiny_config,
                                                                 capsys, monkeypatch):
     workdir, _ = run_copy
     with open(os.path.join(workdir, "results.json"), "rb") as f:
@@ -235,15 +253,15 @@ def test_more_epochs_extend_a_finished_run_and_keep_its_results(run_copy, synth_
 
     monkeypatch.setattr(train, "make_train_step", first_step_stops)
     with pytest.raises(_Stop):
-        train.train_and_evaluate(tiny_config("cnn_lstm", synth_tiny_dir, num_epochs=3), workdir)
+        train.train_and_evaluate(tiny_config("cnn_lstm", num_epochs=3), workdir)
     # Where the 2-epoch run of 7 steps each ended, with a step to take.
     assert f"Resuming {workdir} from step 14 (epoch 2)" in capsys.readouterr().out
     with open(os.path.join(workdir, "results-step14.json"), "rb") as f:
         assert f.read() == first_results
     assert not os.path.exists(os.path.join(workdir, "results.json"))
     assert _json(os.path.join(workdir, "config.json"))["train"]["num_epochs"] == 3
-    assert workdirs.plan_run(workdir, tiny_config("cnn_lstm", synth_tiny_dir,
-                                                  num_epochs=3).to_dict()).status == "resume"
+    assert workdirs.plan_run(workdir, tiny_config("cnn_lstm", num_epochs=3).to_dict()
+                             ).status == "resume"
 
 
 def test_training_names_its_work_directory_first_and_what_it_wrote_last(tmp_path, capsys,
@@ -265,9 +283,9 @@ def test_training_names_its_work_directory_first_and_what_it_wrote_last(tmp_path
 
 
 def test_retest_tests_the_best_checkpoint_again_to_the_same_scores(run_copy, capsys):
-    workdir, config_file = run_copy
+    workdir, config_args = run_copy
     before = _json(os.path.join(workdir, "results.json"))
-    assert cli.train_main(["--config", config_file, "--workdir", workdir, "--retest"]) == 0
+    assert cli.train_main([*config_args, "--workdir", workdir, "--retest"]) == 0
     after = _json(os.path.join(workdir, "results.json"))
     assert after["roc_auc"] == pytest.approx(before["roc_auc"], rel=1e-6)
     assert after["pr_auc"] == pytest.approx(before["pr_auc"], rel=1e-6)
@@ -275,7 +293,7 @@ def test_retest_tests_the_best_checkpoint_again_to_the_same_scores(run_copy, cap
 
 
 def test_work_directory_plans(tmp_path):
-    config = tiny_config("cnn_lstm", str(tmp_path / "tfds")).to_dict()
+    config = configs.get("cnn_lstm:tiny").to_dict()
     workdir = tmp_path / "run"
     assert workdirs.plan_run(str(workdir), config).status == "new"
     (workdir / "checkpoints").mkdir(parents=True)
@@ -313,7 +331,7 @@ def test_tagjax_lists_configs_models_and_data_sets(capsys):
     printed = capsys.readouterr().out
     from tagjax.models import pretrained
 
-    for name in [*cli.available_configs(), *pretrained.available()]:
+    for name in [*configs.available(), *pretrained.available()]:
         assert f"  {name}" in printed
     assert "magnatagatune: clean (default), full" in printed
     assert "synth: default (default), tiny" in printed

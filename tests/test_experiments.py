@@ -8,27 +8,21 @@ import shutil
 import numpy as np
 import pytest
 
+from tagjax import configs, experiments, workdirs
 from tagjax import data as tj_data
-from tagjax import experiments
 from tagjax.data import synth, synth_builder
 
-# `tests/runs.py`'s tiny `cnn_lstm` and `cnn_bof`, as `--set` overrides of every run (a field
-# is set in the runs whose config has it: `summary.hidden` in cnn_lstm, `summary.k` in cnn_bof).
-TINY_CNN_BOF = {
-    "dataset.config": "tiny",
-    "num_epochs": 2,
-    "batch_size": 4,
-    "eval_batch_size": 8,
-    "crop_seconds": 1.0,
-    "eval_chunks": 2,
-    "progress": False,
-    "kmeans.fit_clips": 8,
-    "kmeans.frames_per_batch": 64,
-    "model.frontend.channels": [4, 4, 4, 4, 4],
-    "model.summary.k": 8,
-    "model.summary.hidden": 8,
-    "model.head.hidden": 8,
-}
+
+def _tiny_overrides(*names: str) -> dict:
+    """`{field: value}` that makes each config of `names` its tiny variant, as `--set`
+    overrides of every run (a field is set in the runs whose config has it: `summary.hidden`
+    in cnn_lstm, `summary.k` in cnn_bof)."""
+    overrides = {}
+    for name in names:
+        full = workdirs.flatten(configs.get(name).to_dict())
+        tiny = workdirs.flatten(configs.get(name, "tiny").to_dict())
+        overrides.update({key: value for key, value in tiny.items() if full[key] != value})
+    return overrides
 
 
 def test_experiments_reuse_finished_runs_train_the_rest_and_report(
@@ -41,7 +35,8 @@ def test_experiments_reuse_finished_runs_train_the_rest_and_report(
         {"results": {"tagjax": {"test_macro_roc_auc": 0.875, "test_macro_pr_auc": 0.625}}}
     ))
     overrides = [f"dataset.data_dir={synth_tiny_dir}"]
-    overrides += [f"{key}={json.dumps(value)}" for key, value in TINY_CNN_BOF.items()]
+    overrides += [f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+                  for key, value in _tiny_overrides("cnn_lstm", "cnn_bof").items()]
     # The "second" SoundFont is the default one under another name: the same clips come out.
     soundfont = tmp_path / "same_as_default.sf2"
     shutil.copyfile(synth.DEFAULT_SOUNDFONT, soundfont)

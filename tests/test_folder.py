@@ -2,6 +2,7 @@
 
 import os
 import re
+import shlex
 
 import librosa
 import numpy as np
@@ -115,13 +116,83 @@ def test_unknown_split_is_named(built, music_folder):
         get_source("folder", "test", directory=music_folder, data_dir=data_dir)
 
 
-def test_without_a_split_column_every_file_is_train(tmp_path):
-    _write_csv(tmp_path / "t.csv", [("x.wav", "a;b; a "), ("y.wav", "")], header="path,tags")
+def test_without_a_split_column_the_files_are_split_with_a_seed(tmp_path):
+    paths = [f"track{i:02d}.wav" for i in range(20)]
+    _write_csv(tmp_path / "t.csv", [(path, "a") for path in paths], header="path,tags")
     rows = folder.read_tag_csv(tmp_path, tmp_path / "t.csv")
+    split_of = {row.path: row.split for row in rows}
+    assert [row.path for row in rows] == paths
+    assert sorted(split_of.values()) == ["test"] * 2 + ["train"] * 16 + ["valid"] * 2
+    # The seed decides, not the order of the rows; another seed draws another split.
+    _write_csv(tmp_path / "r.csv", [(path, "a") for path in reversed(paths)], header="path,tags")
+    assert {row.path: row.split for row in folder.read_tag_csv(tmp_path, tmp_path / "r.csv")
+            } == split_of
+    other = folder.read_tag_csv(tmp_path, tmp_path / "t.csv", split_seed=1)
+    assert {row.path: row.split for row in other} != split_of
+    # One file each from three files; with fewer, every file is train.
+    _write_csv(tmp_path / "3.csv", [("x.wav", "a"), ("y.wav", "b"), ("z.wav", "a")],
+               header="path,tags")
+    assert sorted(row.split for row in folder.read_tag_csv(tmp_path, tmp_path / "3.csv")) == [
+        "test", "train", "valid"]
+    _write_csv(tmp_path / "2.csv", [("x.wav", "a;b; a "), ("y.wav", "")], header="path,tags")
+    rows = folder.read_tag_csv(tmp_path, tmp_path / "2.csv")
     assert rows == [
         folder.FolderRow("x.wav", ("a", "b"), "train"),
         folder.FolderRow("y.wav", (), "train"),
     ]
+    # The seed is part of the data set's config: two seeds never share a build.
+    (tmp_path / "tags.csv").write_bytes((tmp_path / "t.csv").read_bytes())
+    assert folder.folder_config(tmp_path).name != folder.folder_config(tmp_path, split_seed=1).name
+    with pytest.raises(ValueError, match="split_seed must be a whole number"):
+        folder.folder_config(tmp_path, split_seed="1")
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_training_on_a_folder_without_a_split_column_is_one_command(tmp_path, capsys,
+                                                                    monkeypatch):
+    # The README's command on a folder of generated tracks tagged by a CSV without a split
+    # column, with the tiny variant's sizes: it builds the data set with a seeded split, opens
+    # its three splits and builds the model, stopped before its initialisation (compiling it
+    # takes 30 s here; from there on training is the same for every data set: test_train).
+    from tagjax import cli, configs, train, workdirs
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")) as f:
+        [command] = [line.strip() for line in f
+                     if line.strip().startswith("python -m tagjax.train")
+                     and "--config.dataset.name=folder" in line]
+    music, workdir, data_dir = tmp_path / "music", tmp_path / "run", tmp_path / "tfds"
+    paths = [f"{'odd' if i % 2 else 'even'}/track{i:02d}.wav" for i in range(20)]
+    for seed, path in enumerate(paths):
+        _write_audio(os.fspath(music / path), "WAV", "PCM_16", 16000, 1, 1.5, seed)
+    _write_csv(music / "tags.csv", [(path, path.split("/")[0]) for path in paths],
+               header="path,tags")
+    words = [word.replace("~/music", os.fspath(music)).replace("runs/my_music", str(workdir))
+             for word in shlex.split(command)]
+    assert words[:3] == ["python", "-m", "tagjax.train"]
+    full = workdirs.flatten(configs.get("cnn_lstm").to_dict())
+    tiny = workdirs.flatten(configs.get("cnn_lstm:tiny").to_dict())
+    sizes = [f"--config.{key}={value}" for key, value in tiny.items()
+             if value != full[key] and not key.startswith("dataset.")]
+    monkeypatch.setattr(train, "initial_variables", _stop)
+    with pytest.raises(_Stop):
+        cli.train_main([*words[3:], *sizes, f"--config.dataset.data_dir={data_dir}",
+                        "--config.dataset.builder_kwargs={'decode_workers': 0}"])
+    assert capsys.readouterr().out.startswith(f"training cnn_lstm in {workdir}\n")
+    builder = get_builder("folder", directory=music, data_dir=data_dir, decode_workers=0)
+    expected = folder.seeded_splits(paths, 0)
+    for split in ("train", "valid", "test"):
+        source = builder.as_data_source()[split]
+        ids = sorted(source[i]["id"].decode() for i in range(len(source)))
+        assert ids == sorted(path for path in paths if expected[path] == split), split
+    assert [builder.info.splits[s].num_examples for s in ("train", "valid", "test")] == [16, 2, 2]
+
+
+def _stop(model, config):
+    assert config.dataset.name == "folder" and model.head.num_tags == 2  # even, odd
+    raise _Stop
 
 
 def test_an_explicit_tag_list_keeps_its_order_and_rejects_other_tags(tmp_path):

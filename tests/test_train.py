@@ -3,15 +3,12 @@ loss stops the run with the last good checkpoint intact, data parallelism matche
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
-from runs import tiny_config
 
-from tagjax import cli, train
+from tagjax import train
 
 
 def _json(workdir, name):
@@ -43,10 +40,10 @@ def _params(workdir):
     return jax.tree.map(np.asarray, variables)
 
 
-def test_killed_run_resumes_to_the_same_parameters(synth_tiny_dir, tmp_path):
+def test_killed_run_resumes_to_the_same_parameters(tiny_config, tmp_path):
     # 7 steps an epoch: checkpoints at steps 3 and 6 (every 3) and 7 (end of epoch). An
     # interruption at step 5 loses steps 4-5, which the resumed run must replay identically.
-    config = tiny_config("mfcc_lstm", synth_tiny_dir)
+    config = tiny_config("mfcc_lstm")
     reference = str(tmp_path / "uninterrupted")
     train.train_and_evaluate(config, reference)
 
@@ -67,8 +64,8 @@ def test_killed_run_resumes_to_the_same_parameters(synth_tiny_dir, tmp_path):
             == _json(reference, "results.json")["roc_auc"])
 
 
-def test_nan_loss_stops_with_last_good_checkpoint(synth_tiny_dir, tmp_path, monkeypatch):
-    config = tiny_config("mfcc_lstm", synth_tiny_dir, num_epochs=1)
+def test_nan_loss_stops_with_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
+    config = tiny_config("mfcc_lstm", num_epochs=1)
     real_loader = train.tj_data.train_loader
 
     class PoisonedIterator:
@@ -108,11 +105,11 @@ def test_nan_loss_stops_with_last_good_checkpoint(synth_tiny_dir, tmp_path, monk
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
 
 
-def test_data_parallel_matches_one_device(synth_tiny_dir, tmp_path):
+def test_data_parallel_matches_one_device(tiny_config, tmp_path):
     assert jax.device_count() == 4  # tests/conftest.py asks XLA for 4 CPU devices
     results = {}
     for devices in (1, 4):
-        config = tiny_config("mfcc_lstm", synth_tiny_dir, num_epochs=1, num_devices=devices)
+        config = tiny_config("mfcc_lstm", num_epochs=1, num_devices=devices)
         workdir = str(tmp_path / f"devices{devices}")
         train.train_and_evaluate(config, workdir)
         results[devices] = _params(workdir)
@@ -122,8 +119,8 @@ def test_data_parallel_matches_one_device(synth_tiny_dir, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["cnn_bof", "mfcc_bof", "fcn", "crnn", "short_res"])
-def test_every_config_trains(name, synth_tiny_dir, tmp_path):
-    config = tiny_config(name, synth_tiny_dir, num_epochs=1)
+def test_every_config_trains(name, tiny_config, tmp_path):
+    config = tiny_config(name, num_epochs=1)
     report = train.train_and_evaluate(config, str(tmp_path / name))
     assert np.isfinite(report["roc_auc"]) and report["best_step"] == 7
     if name.endswith("bof"):
@@ -132,32 +129,10 @@ def test_every_config_trains(name, synth_tiny_dir, tmp_path):
         assert centroids.shape[0] == config.model.summary.k and np.abs(centroids).sum() > 0
 
 
-def test_config_names_and_paths_resolve():
-    path = cli.resolve_config_argument(["prog", "--config", "cnn_lstm"])[2]
-    assert path.endswith(os.path.join("configs", "cnn_lstm.py")) and os.path.isfile(path)
-    assert cli.resolve_config_argument(["prog", f"--config={path}"])[1] == f"--config={path}"
-    with pytest.raises(cli.UsageError, match="available configs: cnn_bof, cnn_lstm, crnn, fcn"):
-        cli.resolve_config_argument(["prog", "--config", "no_such_config"])
-
-
-def test_configs_resolve_from_a_source_checkout_as_well_as_installed():
-    # `python -m tagjax.train` in the repository imports tagjax from the working directory, not
-    # from site-packages: the source package must hold the configs too (tagjax/configs ->
-    # ../configs), or the README's first command fails after a plain `pip install .`.
-    repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for name in cli.available_configs():
-        assert os.path.samefile(os.path.join(repository, "tagjax", "configs", f"{name}.py"),
-                                os.path.join(repository, "configs", f"{name}.py"))
-    command = [sys.executable, "-c", "import tagjax.configs.cnn_lstm as c; print(c.__file__)"]
-    printed = subprocess.run(command, cwd=repository, capture_output=True, text=True, check=True)
-    assert os.path.samefile(printed.stdout.strip(),
-                            os.path.join(repository, "configs", "cnn_lstm.py"))
-
-
-def test_transfer_learning_freezes_the_transplanted_front_end(trained_run, synth_tiny_dir,
+def test_transfer_learning_freezes_the_transplanted_front_end(trained_run, tiny_config,
                                                               tmp_path):
     # The slides' CNN + BoF on a trained CNN + LSTM front end used as a black box.
-    config = tiny_config("cnn_bof", synth_tiny_dir, num_epochs=1, init_from=trained_run)
+    config = tiny_config("cnn_bof", num_epochs=1, init_from=trained_run)
     workdir = str(tmp_path / "transfer")
     train.train_and_evaluate(config, workdir)
     _, source, _ = train.restore_model(trained_run)
@@ -174,12 +149,12 @@ def test_transfer_learning_freezes_the_transplanted_front_end(trained_run, synth
 
 
 @pytest.mark.parametrize("name,frozen", [("musicnn_lstm", True), ("musicnn_bof", False)])
-def test_transfer_from_a_pretrained_model(name, frozen, synth_tiny_dir, tmp_path):
+def test_transfer_from_a_pretrained_model(name, frozen, tiny_config, tmp_path):
     # The published musicnn as the front end: frozen, its variables come out of training
     # bit-identical; fine-tuned, its parameters move (its batch statistics too).
     from tagjax.models import pretrained
 
-    config = tiny_config(name, synth_tiny_dir, num_epochs=1, freeze_frontend=frozen,
+    config = tiny_config(name, num_epochs=1, freeze_frontend=frozen,
                          **{"model.frontend.output": "cnn3" if frozen else "midend"})
     workdir = str(tmp_path / name)
     report = train.train_and_evaluate(config, workdir)
@@ -228,10 +203,10 @@ def _check_validation_read_the_stored_outputs(config, workdir):
                                np.concatenate(from_audio_scores), rtol=0, atol=6e-5)
 
 
-def test_init_from_names_what_it_accepts(synth_tiny_dir, tmp_path):
-    config = tiny_config("musicnn_lstm", synth_tiny_dir, init_from="musicnn")
+def test_init_from_names_what_it_accepts(tiny_config, tmp_path):
+    config = tiny_config("musicnn_lstm", init_from="musicnn")
     with pytest.raises(train.ConfigError, match=r"neither a pretrained model .*musicnn-mtt"):
         train.train_and_evaluate(config, str(tmp_path / "a"))
-    config = tiny_config("cnn_lstm", synth_tiny_dir, init_from="vgg-mtt")
+    config = tiny_config("cnn_lstm", init_from="vgg-mtt")
     with pytest.raises(train.ConfigError, match=r"set --config\.model\.frontend\.name=musicnn_vgg"):
         train.train_and_evaluate(config, str(tmp_path / "b"))

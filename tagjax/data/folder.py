@@ -3,8 +3,10 @@
 The CSV (default `tags.csv` in the folder, UTF-8) has a header row and the columns:
 - `path`: the file, relative to the folder (an absolute path must lie inside it);
 - `tags`: the file's tags separated by `;` (may be empty for some files, not for all);
-- `split` (optional): the split the file belongs to (e.g. `train`, `valid`, `test`); without
-  this column every file is in the split `train`.
+- `split` (optional): the split the file belongs to (e.g. `train`, `valid`, `test`). Without
+  this column the files are split at random, with a seed (`split_seed`, default 0): 10% of
+  them `valid`, 10% `test` (at least one file each, from 3 files on) and the rest `train`,
+  the splits that training reads.
 
     path,tags
     rock/song1.mp3,rock;guitar;male vocal
@@ -56,6 +58,10 @@ from tagjax.data import decode_pool, schema
 
 DEFAULT_CSV_NAME = "tags.csv"
 DEFAULT_SPLIT = "train"
+# Without a `split` column: the fraction of the files in each held-out split (at least one file
+# each from `len(HELD_OUT_SPLITS) + 1` files on); the others are `DEFAULT_SPLIT`.
+HELD_OUT_SPLITS = ("valid", "test")
+HELD_OUT_FRACTION = 0.1
 _TAG_SEPARATOR = ";"
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 # Split names TFDS gives a meaning of its own (lower case, as split names are folded).
@@ -79,15 +85,19 @@ class FolderRow:
     split: str
 
 
-def read_tag_csv(directory: str | os.PathLike, csv_path: str | os.PathLike) -> list[FolderRow]:
+def read_tag_csv(
+    directory: str | os.PathLike, csv_path: str | os.PathLike, *, split_seed: int = 0
+) -> list[FolderRow]:
     """Reads and checks the folder's CSV.
 
     Split names are folded to lower case; tags that differ only in case become the spelling
-    first seen in the CSV (logged).
+    first seen in the CSV (logged). Without a `split` column, the rows are split by
+    `seeded_splits`.
 
     Args:
       directory: the folder that holds the audio files.
       csv_path: the CSV (UTF-8, header `path,tags` and optionally `split`).
+      split_seed: the seed of the random split when the CSV has no `split` column.
 
     Returns:
       The rows, in the CSV's order.
@@ -169,7 +179,29 @@ def read_tag_csv(directory: str | os.PathLike, csv_path: str | os.PathLike) -> l
             f"{csv_path}: the 'tags' field is empty on every row, so there is nothing to learn; "
             f"give each file its tags, separated by {_TAG_SEPARATOR!r}"
         )
+    if "split" not in header:
+        split_of = seeded_splits([row.path for row in rows], split_seed)
+        rows = [dataclasses.replace(row, split=split_of[row.path]) for row in rows]
     return rows
+
+
+def seeded_splits(paths: list[str], seed: int) -> dict[str, str]:
+    """`{path: split}`: `HELD_OUT_FRACTION` of the paths (rounded, at least one) in each of
+    `HELD_OUT_SPLITS`, drawn at random with `seed`, and the others in `DEFAULT_SPLIT`; every
+    path in `DEFAULT_SPLIT` when there are too few for one each.
+
+    The draw depends on the set of paths and the seed only, not on their order in the CSV.
+    """
+    ordered = sorted(paths)
+    held_out = max(1, round(HELD_OUT_FRACTION * len(ordered)))
+    if len(ordered) <= len(HELD_OUT_SPLITS):
+        held_out = 0
+    shuffled = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
+    split_of = dict.fromkeys(ordered, DEFAULT_SPLIT)
+    for i, split in enumerate(HELD_OUT_SPLITS):
+        for path in shuffled[i * held_out : (i + 1) * held_out]:
+            split_of[path] = split
+    return split_of
 
 
 def _records(reader, csv_path: Path):
@@ -247,14 +279,17 @@ class FolderConfig(tfds.core.BuilderConfig):
     directory: str = ""
     csv_path: str = ""
     vocabulary: tuple[str, ...] = ()
+    split_seed: int = 0
 
 
 def folder_config(
     directory: str | os.PathLike,
     csv_path: str | os.PathLike | None = None,
     tags: list[str] | None = None,
+    split_seed: int = 0,
 ) -> FolderConfig:
-    """The builder config of a folder, named after the folder and a hash of what it holds.
+    """The builder config of a folder, named after the folder and a hash of what it holds (and
+    of `split_seed`, the seed of the split of a CSV without a `split` column).
 
     Raises:
       NotADirectoryError: `directory` is not a directory.
@@ -264,10 +299,13 @@ def folder_config(
     if not root.is_dir():
         raise NotADirectoryError(f"the audio folder {str(directory)!r} is not a directory")
     csv_path = root / DEFAULT_CSV_NAME if csv_path is None else Path(csv_path).expanduser()
-    rows = read_tag_csv(root, csv_path)
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int | np.integer):
+        raise ValueError(f"split_seed must be a whole number, not {split_seed!r}")
+    rows = read_tag_csv(root, csv_path, split_seed=split_seed)
     vocabulary = tag_vocabulary(rows, tags)
     digest = hashlib.sha256()
     digest.update(str(root.resolve()).encode())
+    digest.update(f"split_seed={split_seed}".encode())
     digest.update(csv_path.read_bytes())
     digest.update("\n".join(vocabulary).encode())
     for row in rows:
@@ -283,6 +321,7 @@ def folder_config(
         directory=str(root),
         csv_path=str(csv_path.absolute()),
         vocabulary=tuple(vocabulary),
+        split_seed=int(split_seed),
     )
 
 
@@ -293,17 +332,19 @@ class Folder(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
       directory: the folder that holds the audio files (required).
       csv_path: the CSV; defaults to `tags.csv` in the folder.
       tags: the tag vocabulary, in order; defaults to the sorted union of the CSV's tags.
+      split_seed: the seed of the random split of a CSV without a `split` column.
       decode_workers: processes that decode the files; `None` uses every core, 0 none.
       **kwargs: passed to `tfds.core.GeneratorBasedBuilder` (`data_dir`, `file_format`, ...).
     """
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {  # noqa: RUF012 (TFDS reads a plain dict)
         "1.0.0": "First release.",
         "1.1.0": (
             "Tracks beyond full scale are scaled down by their peak, not clipped; split names "
             "and tags are case-insensitive; a split whose files all fail is left out."
         ),
+        "1.2.0": "Without a split column, a seeded random split into train, valid and test.",
     }
 
     def __init__(
@@ -312,6 +353,7 @@ class Folder(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
         directory: str | os.PathLike | None = None,
         csv_path: str | os.PathLike | None = None,
         tags: list[str] | None = None,
+        split_seed: int = 0,
         decode_workers: int | None = None,
         config: FolderConfig | None = None,
         **kwargs,
@@ -324,7 +366,7 @@ class Folder(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
                 )
             built = config
         else:
-            built = folder_config(directory, csv_path, tags)
+            built = folder_config(directory, csv_path, tags, split_seed)
             if isinstance(config, FolderConfig) and config.name != built.name:
                 raise ValueError(
                     f"config {config.name!r} does not describe the folder {directory!r} as it is "
@@ -333,7 +375,7 @@ class Folder(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
             if config is not None and not isinstance(config, FolderConfig):
                 raise ValueError(
                     "the 'folder' data set names its config itself from the folder; "
-                    f"pass config=None, not {config!r}"
+                    f"pass config=None, not {config!r} (training: --config.dataset.config=default)"
                 )
         kwargs.setdefault("file_format", "array_record")
         super().__init__(config=built, **kwargs)
@@ -358,7 +400,7 @@ class Folder(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager  # the files are local
         config = self.builder_config
-        rows = read_tag_csv(config.directory, config.csv_path)
+        rows = read_tag_csv(config.directory, config.csv_path, split_seed=config.split_seed)
         splits = {}
         for row in rows:
             splits.setdefault(row.split, []).append(row)

@@ -14,7 +14,7 @@ import ml_collections
 from tagjax.configs import common
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = common.base_config("musicnn_lstm")
     config.init_from = "musicnn-mtt"
     config.freeze_frontend = True
@@ -28,4 +28,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.summary = ml_collections.ConfigDict(dict(name="lstm", hidden=128, num_layers=2,
                                                           pool=4))
     config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=128, dropout=0.3))
-    return config
+    # The published front end keeps its size in the tiny variant: its weights are transplanted.
+    return common.variant(config, variant, tiny={"model.summary.hidden": 8,
+                                                 "model.head.hidden": 8})

@@ -12,7 +12,7 @@ import ml_collections
 from tagjax.configs import common
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = common.base_config("musicnn_bof")
     config.init_from = "musicnn-mtt"
     config.freeze_frontend = True
@@ -27,4 +27,5 @@ def get_config() -> ml_collections.ConfigDict:
                                                           temperature=0.0))
     config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=128, dropout=0.3))
     config.kmeans.pca_components = 64
-    return config
+    # The published front end keeps its size in the tiny variant: its weights are transplanted.
+    return common.variant(config, variant, tiny={"model.summary.k": 8, "model.head.hidden": 8})

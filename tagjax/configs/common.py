@@ -1,6 +1,32 @@
-"""Fields shared by every training config; each config module starts from `base_config()`."""
+"""Fields shared by every training config, and the variants every config has.
+
+Each config module's `get_config(variant="")` starts from `base_config()` and ends with
+`variant()`: `get_config("tiny")` (`--config NAME:tiny`) is the same architecture shrunk to
+train in seconds on the `synth/tiny` data set, the run the tests and benchmarks make.
+"""
 
 import ml_collections
+
+from tagjax.cli import UsageError, did_you_mean
+
+# The variants of every config ("" is the config itself).
+VARIANTS = ("tiny",)
+# What the tiny variant changes in every config: two short epochs of small batches on
+# `synth/tiny`, logs and checkpoints every few steps (tests interrupt and resume runs at a
+# step), and a k-means fitted on few frames. Each config adds its own smaller model sizes.
+TINY = {
+    "dataset.config": "tiny",
+    "num_epochs": 2,
+    "batch_size": 4,
+    "eval_batch_size": 8,
+    "crop_seconds": 1.0,
+    "eval_chunks": 2,
+    "progress": False,
+    "log_every_steps": 2,
+    "checkpoint_every_steps": 3,
+    "kmeans.fit_clips": 8,
+    "kmeans.frames_per_batch": 64,
+}
 
 
 def base_config(name: str) -> ml_collections.ConfigDict:
@@ -17,6 +43,9 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.dataset.directory = ""  # folder: your audio folder
     config.dataset.csv_path = ""  # folder: its CSV (default: DIRECTORY/tags.csv)
     config.dataset.builder_kwargs = ml_collections.ConfigDict()
+    # The data's rate, not a choice: every tagjax data set stores 16 kHz audio
+    # (`tagjax.data.schema.SAMPLE_RATE`), and training refuses a config whose rate is not its
+    # data set's. Recorded here so that a run's model can be rebuilt from its config alone.
     config.sample_rate = 16000
     config.crop_seconds = 3.0  # random crops for training; evaluation chunks have the same length
     config.eval_chunks = 4  # evenly spaced chunks per track, predictions averaged (Won: 16)
@@ -61,4 +90,28 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.multihost = False  # call jax.distributed.initialize() first (one process per host)
 
     config.model = ml_collections.ConfigDict()
+    return config
+
+
+def variant(config: ml_collections.ConfigDict, name: str, *, tiny: dict
+            ) -> ml_collections.ConfigDict:
+    """`config` as variant `name` makes it.
+
+    Args:
+      config: a config module's full config.
+      name: "" for the config itself, or one of `VARIANTS`.
+      tiny: `{"model.summary.hidden": 8, ...}`, the config's own changes in the tiny variant
+        after `TINY`: the smallest sizes that keep its architecture's shape (layers, pools).
+
+    Raises:
+      UsageError: `name` is not a variant (the message lists them).
+    """
+    if not name:
+        return config
+    if name not in VARIANTS:
+        raise UsageError(f"config {config.name!r} has no variant {name!r}"
+                         f"{did_you_mean(name, VARIANTS)}; its variants are "
+                         f"{', '.join(VARIANTS)} (NAME:VARIANT), or none (NAME)")
+    config.update_from_flattened_dict(
+        {**TINY, "kmeans.pca_components": min(config.kmeans.pca_components, 8), **tiny})
     return config

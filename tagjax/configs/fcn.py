@@ -7,11 +7,11 @@ import ml_collections
 from tagjax.configs import common
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = common.base_config("fcn")
     config.model.frontend = ml_collections.ConfigDict(dict(
         name="fcn", n_mels=96, channels=(32, 128, 128, 192, 256),
         pools=((2, 2), (2, 2), (2, 2), (3, 3), (4, 4))))
     config.model.summary = ml_collections.ConfigDict(dict(name="none"))
     config.model.head = ml_collections.ConfigDict(dict(name="linear"))
-    return config
+    return common.variant(config, variant, tiny={"model.frontend.channels": (4, 4, 4, 4, 4)})

@@ -11,7 +11,7 @@ import ml_collections
 from tagjax.configs import cnn_lstm, common
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = common.base_config("cnn_bof")
     config.model.frontend = ml_collections.ConfigDict(cnn_lstm.CNN_FRONTEND)
     # Soft assignment; temperature 0: the mean squared distance of a training frame to its
@@ -19,4 +19,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.summary = ml_collections.ConfigDict(dict(name="bof", k=256, soft=True,
                                                           temperature=0.0))
     config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=128, dropout=0.3))
-    return config
+    return common.variant(config, variant, tiny={
+        "model.frontend.channels": (4, 4, 4, 4, 4), "model.summary.k": 8, "model.head.hidden": 8})

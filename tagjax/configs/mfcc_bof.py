@@ -7,7 +7,7 @@ import ml_collections
 from tagjax.configs import common
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
     config = common.base_config("mfcc_bof")
     # Plain dB MFCC (no batch norm): the codebook is fitted once on these frames.
     config.model.frontend = ml_collections.ConfigDict(dict(name="mfcc", n_mels=96, n_mfcc=90,
@@ -18,4 +18,5 @@ def get_config() -> ml_collections.ConfigDict:
                                                           temperature=0.0))
     config.model.head = ml_collections.ConfigDict(dict(name="mlp", hidden=128, dropout=0.3))
     config.kmeans.pca_components = 0
-    return config
+    return common.variant(config, variant, tiny={
+        "model.frontend.n_mfcc": 13, "model.summary.k": 8, "model.head.hidden": 8})
