@@ -26,6 +26,7 @@ import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import soundfile
 import tqdm
 
 from tagjax.data import schema, tfds_compat
@@ -75,7 +76,10 @@ class Rescaled:
 
 
 def decode_file(
-    path: str, sample_rate: int = schema.SAMPLE_RATE, min_samples: int = 0
+    path: str,
+    sample_rate: int = schema.SAMPLE_RATE,
+    min_samples: int = 0,
+    excerpt_seconds: float | None = None,
 ) -> tuple[np.ndarray, float] | str:
     """Decodes one file to mono int16 at `sample_rate`, scaled down by its peak if it exceeds 1.
 
@@ -83,6 +87,8 @@ def decode_file(
       path: the audio file.
       sample_rate: the rate to resample to, in Hz.
       min_samples: files with fewer samples (after resampling) are rejected.
+      excerpt_seconds: decode only this many seconds from the middle of the file (seeking, so
+        the rest is not decoded); a shorter file is decoded whole. `None`: the whole file.
 
     Returns:
       `((samples,) int16, peak)`, where `peak` is the largest absolute sample as decoded (the
@@ -90,7 +96,9 @@ def decode_file(
       clipped), or a string saying why the file cannot be used.
     """
     try:
-        samples = load_audio(path, sr=sample_rate, mono=True)
+        offset = _middle_offset(path, excerpt_seconds) if excerpt_seconds else 0.0
+        samples = load_audio(path, sr=sample_rate, mono=True, offset=offset,
+                             duration=excerpt_seconds or None)
     except AudioDecodeError as error:
         return error.reason
     except Exception as error:  # a decoder bug on one file must not end a build
@@ -104,6 +112,18 @@ def decode_file(
     if peak > 1.0:
         samples = samples / np.float32(peak)  # x / peak <= 1 exactly in floating point
     return schema.audio_to_int16(samples), peak
+
+
+def _middle_offset(path: str, excerpt_seconds: float) -> float:
+    """Where an excerpt of `excerpt_seconds` centred in the file starts, in seconds (0 for a file
+    no longer than the excerpt, or one whose header cannot be read: `load_audio` says why)."""
+    try:
+        info = soundfile.info(path)
+        frames, rate = info.frames, info.samplerate
+    except Exception:  # load_audio reports what is wrong with the file in its own words
+        return 0.0
+    excerpt_frames = round(excerpt_seconds * rate)
+    return max(frames - excerpt_frames, 0) // 2 / rate
 
 
 class DecodePool:
@@ -141,6 +161,7 @@ class DecodePool:
         *,
         sample_rate: int = schema.SAMPLE_RATE,
         min_samples: int = 0,
+        excerpt_seconds: float | None = None,
         description: str = "decoding",
         rescaled: list[Rescaled] | None = None,
         progress: bool = True,
@@ -151,6 +172,8 @@ class DecodePool:
           jobs: `(key, path)` pairs.
           sample_rate: the rate to resample to, in Hz.
           min_samples: files with fewer samples are skipped as too short.
+          excerpt_seconds: decode only this many seconds from the middle of each file (see
+            `decode_file`); `None`: whole files.
           description: the progress bar's label.
           rescaled: a list that receives a `Rescaled` record for each file scaled down by its
             peak; `None` logs them instead.
@@ -162,7 +185,7 @@ class DecodePool:
         bar = tqdm.tqdm(total=len(jobs), desc=description, unit="file", disable=not progress)
         try:
             results = self._ordered_map(
-                [os.fspath(path) for _, path in jobs], sample_rate, min_samples
+                [os.fspath(path) for _, path in jobs], sample_rate, min_samples, excerpt_seconds
             )
             for (key, path), result in zip(jobs, results, strict=True):
                 bar.update(1)
@@ -181,12 +204,13 @@ class DecodePool:
             bar.close()
 
     def _ordered_map(
-        self, paths: list[str], sample_rate: int, min_samples: int
+        self, paths: list[str], sample_rate: int, min_samples: int, excerpt_seconds: float | None
     ) -> Iterator[tuple[np.ndarray, float] | str]:
         """`decode_file` over `paths`, in order, with a bounded number in flight."""
+        args = (sample_rate, min_samples, excerpt_seconds)
         if self.num_workers == 0 or len(paths) <= 1:
             for path in paths:
-                yield decode_file(path, sample_rate, min_samples)
+                yield decode_file(path, *args)
             return
         if self._executor is None:
             self._executor = concurrent.futures.ProcessPoolExecutor(
@@ -194,7 +218,7 @@ class DecodePool:
             )
         in_flight = collections.deque()
         for path in paths:
-            in_flight.append(self._executor.submit(decode_file, path, sample_rate, min_samples))
+            in_flight.append(self._executor.submit(decode_file, path, *args))
             if len(in_flight) >= self.num_workers * _IN_FLIGHT_PER_WORKER:
                 yield in_flight.popleft().result()
         while in_flight:

@@ -10,8 +10,8 @@ TFDS writes and reads without TensorFlow (`tfds_compat` lends TFDS local files f
 1 GB); later calls reuse what is there. Every data set shares the example schema of
 `tagjax.data.schema`.
 
-The builds of `magnatagatune` and `folder` decode audio in worker processes started with the
-"spawn" method, which re-imports the main module: in a script, call `get_builder` and
+The builds of `magnatagatune`, `jamendo` and `folder` decode audio in worker processes started
+with the "spawn" method, which re-imports the main module: in a script, call `get_builder` and
 `get_source` under `if __name__ == "__main__":`.
 """
 
@@ -26,6 +26,7 @@ from tagjax.data import tfds_compat
 BUILDER_MODULES = {
     "synth": "tagjax.data.synth_builder",
     "magnatagatune": "tagjax.data.magnatagatune",
+    "jamendo": "tagjax.data.jamendo",
     "folder": "tagjax.data.folder",
 }
 
@@ -34,15 +35,16 @@ def get_builder(name: str, *, config=None, data_dir=None, **builder_kwargs):
     """Returns the TFDS builder of data set `name`, prepared (built on first use).
 
     Args:
-      name: "synth", "magnatagatune" or "folder".
-      config: the builder config's name (e.g. "tiny", "clean", "full") or a
+      name: "synth", "magnatagatune", "jamendo" or "folder".
+      config: the builder config's name (e.g. "tiny", "clean", "full", "top50-split1") or a
         `tfds.core.BuilderConfig`; `None`, "" or "default" pick the data set's default (see
         `dataset_configs`).
       data_dir: where prepared data sets live; `None` uses TFDS's default.
       **builder_kwargs: passed to the builder, except `manual_dir` (the folder of files
-        downloaded by hand, for "magnatagatune"), which goes to `download_and_prepare`. For
-        "folder": `directory` (required), `csv_path` and `tags`. For "magnatagatune" and
-        "folder": `decode_workers` (processes that decode audio while building).
+        downloaded by hand, for "magnatagatune" and "jamendo"), which goes to
+        `download_and_prepare`. For "folder": `directory` (required), `csv_path` and `tags`.
+        For "magnatagatune", "jamendo" and "folder": `decode_workers` (processes that decode
+        audio while building).
 
     Returns:
       A `tfds.core.DatasetBuilder` whose data is on disk.
@@ -108,6 +110,15 @@ def dataset_configs(name: str) -> tuple[list[str], str | None]:
     return names, default
 
 
+def config_name_rule(name: str) -> str | None:
+    """How data set `name` names the configs it builds besides the listed ones (`jamendo`'s
+    splits and excerpts), or `None`."""
+    import tensorflow_datasets as tfds
+
+    dataset_configs(name)  # checks the name, registers the builder
+    return getattr(tfds.builder_cls(name), "CONFIG_NAME_RULE", None)
+
+
 def _config_to_build(name: str, config):
     """`config` checked against data set `name`'s configs; "default" (what a training config
     says unless told otherwise) is the data set's default, whatever that one is called."""
@@ -118,6 +129,12 @@ def _config_to_build(name: str, config):
         return default
     if not names or config in names:
         return config  # `folder` judges its own config
+    import tensorflow_datasets as tfds
+
+    by_name = getattr(tfds.builder_cls(name), "config_from_name", None)
+    if by_name is not None:  # configs named by a rule (`jamendo`): its error says the rule
+        by_name(config)
+        return config
     close = difflib.get_close_matches(config, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     listed = ", ".join(f"{n} (default)" if n == default else n for n in names)
