@@ -9,6 +9,7 @@ and the tracks that have one. One file is corrupt and one is missing.
 
 import csv
 import os
+import sys
 
 import librosa
 import numpy as np
@@ -16,7 +17,8 @@ import pytest
 import signals
 import soundfile
 
-from tagjax.data import get_builder, get_source, jamendo, schema
+import tagjax.data
+from tagjax.data import get_builder, get_source, jamendo, registry, schema
 
 INT16_STEP = 1.0 / 32767
 
@@ -215,3 +217,45 @@ def test_a_tag_outside_the_subset_is_an_error_naming_the_track():
     index = {tag: i for i, tag in enumerate(jamendo.TOP50_TAGS)}
     with pytest.raises(ValueError, match=r"x\.tsv, track_1: tags \['genre---60s'\] are not"):
         jamendo.labels_of(("genre---rock", "genre---60s"), index, "x.tsv, track_1")
+
+
+@pytest.mark.beam
+def test_a_beam_build_holds_the_local_builds_examples(top50, manual_dir, tmp_path):
+    pytest.importorskip("apache_beam")
+    from builds import BEAM_WORKER_PROCESSES, assert_same_build
+
+    beam_built = get_builder("jamendo", config="top50", manual_dir=manual_dir, data_dir=tmp_path,
+                             beam_options=BEAM_WORKER_PROCESSES)
+    assert_same_build(top50, beam_built)
+    assert not list(beam_built.data_path.glob("beam-report-*"))  # the reports are collected
+
+
+def test_beam_options_without_beam_say_what_to_install(monkeypatch, manual_dir, tmp_path):
+    # As if Beam were not installed: importing the module that imports it fails.
+    monkeypatch.setitem(sys.modules, "tagjax.data.beam_decoding", None)
+    monkeypatch.delattr(tagjax.data, "beam_decoding", raising=False)
+    monkeypatch.setenv(registry.BEAM_OPTIONS_ENV, "--runner=DirectRunner")
+    with pytest.raises(ValueError, match=r"\$TAGJAX_BEAM_OPTIONS asks for an Apache Beam build"
+                                         r".*pip install 'tagjax\[beam\]'"):
+        get_builder("jamendo", manual_dir=manual_dir, data_dir=tmp_path)
+    # The data sets that do not decode audio build as they always do.
+    assert registry._beam_options("synth", None, None) is None
+    with pytest.raises(ValueError, match="'synth' is not built with Beam"):
+        registry._beam_options("synth", "--runner=DirectRunner", None)
+
+
+@pytest.mark.beam
+def test_local_beam_options_run_as_many_processes_as_decode_workers():
+    beam_decoding = pytest.importorskip("tagjax.data.beam_decoding")
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
+
+    direct = beam_decoding.pipeline_options("", local_workers=3).view_as(DirectOptions)
+    assert (direct.direct_num_workers, direct.direct_running_mode) == (3, "multi_processing")
+    chosen = beam_decoding.pipeline_options(
+        "--direct_num_workers=1 --direct_running_mode=in_memory", local_workers=3
+    ).view_as(DirectOptions)
+    assert (chosen.direct_num_workers, chosen.direct_running_mode) == (1, "in_memory")
+    cluster = beam_decoding.pipeline_options(
+        "--runner=FlinkRunner --flink_master=localhost:8081", local_workers=3)
+    assert cluster.view_as(StandardOptions).runner == "FlinkRunner"
+    assert cluster.view_as(DirectOptions).direct_running_mode != "multi_processing"

@@ -31,7 +31,6 @@ listed under `info.metadata["skipped"]` with the reason) and left out; the build
 
 import csv
 import dataclasses
-import logging
 import os
 import re
 from pathlib import Path
@@ -122,9 +121,6 @@ autotagging_moodtheme` only the mood/theme tracks). Then put the repository's `d
 folders 00, 01, ..., 99 and data/splits/split-0/, ..., split-{NUM_OFFICIAL_SPLITS - 1}/. Then pass
 manual_dir=<manual_dir> (training: --config.dataset.manual_dir=<manual_dir>).
 """
-
-logger = logging.getLogger(__name__)
-
 
 @dataclasses.dataclass(frozen=True)
 class Track:
@@ -323,15 +319,4 @@ class Jamendo(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
         return generators
 
     def _generate_examples(self, split: str, jobs: list[tuple[str, Path, np.ndarray]]):
-        labels = {track_id: track_labels for track_id, _, track_labels in jobs}
-        skipped = []
-        for track_id, result in self._decode(
-            [(track_id, path) for track_id, path, _ in jobs],
-            excerpt_seconds=self.builder_config.excerpt_seconds,
-            description=f"jamendo/{split}",
-        ):
-            if isinstance(result, decode_pool.Skipped):
-                skipped.append(result)
-                continue
-            yield track_id, {"audio": result, "labels": labels[track_id], "id": track_id}
-        decode_pool.report_skipped(self.info.metadata, split, skipped, logger)
+        return self._examples(split, jobs, excerpt_seconds=self.builder_config.excerpt_seconds)

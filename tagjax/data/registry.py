@@ -22,6 +22,11 @@ import re
 
 from tagjax.data import tfds_compat
 
+# Set to Beam pipeline options, it makes the builds that decode audio run as Beam pipelines.
+BEAM_OPTIONS_ENV = "TAGJAX_BEAM_OPTIONS"
+# The builders that can decode in a Beam pipeline (`decode_pool.PooledDecoding`).
+BEAM_BUILDERS = ("magnatagatune", "jamendo", "folder")
+
 # The module that registers each builder with TFDS when imported.
 BUILDER_MODULES = {
     "synth": "tagjax.data.synth_builder",
@@ -44,7 +49,11 @@ def get_builder(name: str, *, config=None, data_dir=None, **builder_kwargs):
         downloaded by hand, for "magnatagatune" and "jamendo"), which goes to
         `download_and_prepare`. For "folder": `directory` (required), `csv_path` and `tags`.
         For "magnatagatune", "jamendo" and "folder": `decode_workers` (processes that decode
-        audio while building).
+        audio while building), and `beam_options`: build with Apache Beam instead, with these
+        pipeline options (a string of Beam's command-line flags, e.g. "--runner=DataflowRunner
+        --project=... --region=... --temp_location=gs://..."; "" is the DirectRunner in
+        `decode_workers` processes); `None` reads them from `$TAGJAX_BEAM_OPTIONS`, unset or
+        empty builds without Beam.
 
     Returns:
       A `tfds.core.DatasetBuilder` whose data is on disk.
@@ -57,6 +66,8 @@ def get_builder(name: str, *, config=None, data_dir=None, **builder_kwargs):
     import tensorflow_datasets as tfds
 
     config = _config_to_build(name, config)
+    beam_options = _beam_options(name, builder_kwargs.pop("beam_options", None),
+                                 builder_kwargs.get("decode_workers"))
     manual_dir = builder_kwargs.pop("manual_dir", None)
     if manual_dir is not None:
         manual_dir = os.path.expanduser(os.fspath(manual_dir))
@@ -72,7 +83,9 @@ def get_builder(name: str, *, config=None, data_dir=None, **builder_kwargs):
     try:
         with tfds_compat.local_shuffle_files():  # splits past 1 GB, without TensorFlow
             builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+                download_config=tfds.download.DownloadConfig(
+                    manual_dir=manual_dir, beam_options=beam_options
+                )
             )
     except AssertionError as error:  # TFDS asserts that the files downloaded by hand are there
         missing = re.match(r"Manual directory (.*) does not exist or is empty", str(error))
@@ -84,6 +97,31 @@ def get_builder(name: str, *, config=None, data_dir=None, **builder_kwargs):
             f"--config.dataset.manual_dir=...); tagjax.data.{name} says how to get them"
         ) from error
     return builder
+
+
+def _beam_options(name: str, flags: str | None, decode_workers: int | None):
+    """Beam's `PipelineOptions` for building data set `name`, or `None` to build without Beam.
+
+    Raises:
+      ValueError: Beam options are given for a data set that does not decode audio, or Apache
+        Beam is not installed.
+    """
+    from_env = flags is None
+    if from_env:
+        flags = os.environ.get(BEAM_OPTIONS_ENV)
+        if not flags or name not in BEAM_BUILDERS:
+            return None  # set for the audio data sets; the others build as they always do
+    if name not in BEAM_BUILDERS:
+        raise ValueError(f"data set {name!r} is not built with Beam; beam_options applies to "
+                         f"{', '.join(BEAM_BUILDERS)}")
+    try:
+        from tagjax.data import beam_decoding
+    except ImportError as error:
+        where = f"${BEAM_OPTIONS_ENV}" if from_env else "beam_options"
+        raise ValueError(f"{where} asks for an Apache Beam build, but Beam cannot be imported "
+                         f"({error}): pip install 'tagjax[beam]'") from None
+    workers = (os.cpu_count() or 1) if decode_workers is None else decode_workers
+    return beam_decoding.pipeline_options(flags, local_workers=workers)
 
 
 def dataset_configs(name: str) -> tuple[list[str], str | None]:
