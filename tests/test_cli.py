@@ -54,7 +54,7 @@ def _tree_digest(folder) -> dict:
 
 
 COMMAND_MODULES = ["tagjax.train", "tagjax.tag", "tagjax.index", "tagjax.similar",
-                   "tagjax.experiments", "tagjax.zeroshot", "tagjax"]
+                   "tagjax.experiments", "tagjax.zeroshot", "tagjax.prepare", "tagjax"]
 
 
 def test_every_help_exits_0_without_importing_jax():

@@ -8,6 +8,7 @@ and the tracks that have one. One file is corrupt and one is missing.
 """
 
 import csv
+import json
 import os
 import sys
 
@@ -259,3 +260,35 @@ def test_local_beam_options_run_as_many_processes_as_decode_workers():
         "--runner=FlinkRunner --flink_master=localhost:8081", local_workers=3)
     assert cluster.view_as(StandardOptions).runner == "FlinkRunner"
     assert cluster.view_as(DirectOptions).direct_running_mode != "multi_processing"
+    tfds_form = beam_decoding.pipeline_options("runner=DirectRunner,direct_num_workers=4", 3)
+    assert tfds_form.view_as(DirectOptions).direct_num_workers == 4
+
+
+def test_prepare_command_lists_the_splits_and_exits_1_for_skipped_tracks(top50, manual_dir,
+                                                                         data_dir, capsys):
+    from tagjax import prepare
+
+    code = prepare.main(["jamendo", "--config", "top50", "--manual_dir", str(manual_dir),
+                         "--data_dir", str(data_dir)])
+    out, err = capsys.readouterr()
+    assert code == prepare.SKIPPED_FILES
+    assert f"  train: {len(_expected('top50', 0, 'train'))} examples" in out
+    assert "2 file(s) skipped" in err and "10/1092310.mp3" in err
+    metadata = json.loads((top50.data_path / "metadata.json").read_text())
+    assert {record["key"] for record in metadata["skipped"]} == {"track_1092310",
+                                                                 "track_0087483"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["jamendoo"], "unknown data set 'jamendoo' (did you mean 'jamendo'?)"),
+    (["jamendo", "--manual_dir", "/no/such/folder"], "--manual_dir '/no/such/folder' is not a"),
+    (["jamendo", "--config", "top50-split9"], "has no config 'top50-split9'"),
+])
+def test_prepare_command_mistakes_are_one_line(args, message, capsys):
+    from tagjax import prepare
+
+    with pytest.raises(SystemExit) as exit_info:
+        prepare.main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1

@@ -118,13 +118,19 @@ def read_reports(report_prefix: str) -> tuple[list[decode_pool.Skipped],
 
 
 def pipeline_options(flags: str | list[str], local_workers: int) -> PipelineOptions:
-    """Beam's options from command-line `flags` (e.g. "--runner=DataflowRunner --project=...").
+    """Beam's options from command-line `flags` ("--runner=DataflowRunner --project=P ..."), or
+    from TFDS's comma-separated form of them ("runner=DataflowRunner,project=P").
 
     On the DirectRunner (no `--runner`, or `--runner=DirectRunner`) without
     `--direct_num_workers`, the pipeline runs in `local_workers` processes
     (`--direct_running_mode=multi_processing`), as `DecodePool` would.
     """
-    flags = shlex.split(flags) if isinstance(flags, str) else list(flags)
+    if isinstance(flags, str):
+        # Beam's flags, or TFDS's `--beam_pipeline_options` form "runner=X,project=Y".
+        tfds_form = flags.strip() and not flags.lstrip().startswith("-")
+        flags = [f"--{flag.strip()}" for flag in flags.split(",")] if tfds_form else (
+            shlex.split(flags))
+    flags = list(flags)
     options = PipelineOptions(flags)
     runner = options.view_as(StandardOptions).runner
     direct = options.view_as(DirectOptions)
