@@ -17,8 +17,8 @@ Configs are named `<subset>[-split<N>][-<S>s]`:
 So `top50` is the top-50 subset on split 0 with full tracks, and `moodtheme-split3-30s` the
 mood/theme subset on split 3 with 30 s excerpts. The splits are `train`, `valid` (the
 `validation` TSV) and `test`; the labels follow the subset's tag list (`TAGS[subset]`, sorted, as
-the data set's splits guarantee the same tags in every split). Full tracks take about 400 GB as
-int16 at 16 kHz; 30 s excerpts about 53 GB.
+the data set's splits guarantee the same tags in every split). Full tracks (about 3,800 hours) take
+about 440 GB as int16 at 16 kHz; 30 s excerpts about 53 GB.
 
 Each track is decoded with `load_audio`, resampled to 16 kHz mono and stored as int16 (see
 `tagjax.data.schema`). A track whose file is missing or cannot be decoded is reported (logged,
@@ -115,8 +115,8 @@ metadata CC BY-NC-SA 4.0); see https://github.com/MTG/mtg-jamendo-dataset.
   git clone https://github.com/MTG/mtg-jamendo-dataset
   cd mtg-jamendo-dataset && pip install -r scripts/requirements.txt
   python3 scripts/download/download.py --dataset raw_30s --type audio <manual_dir> --unpack --remove
-(about 508 GB; `--type audio-low` gives the smaller `.low.mp3` files, also read here; `--dataset
-autotagging_moodtheme` only the mood/theme tracks). Then put the repository's `data` folder in
+(about 508 GB; `--type audio-low` gives 156 GB of mono `.low.mp3` files, also read here;
+`--dataset autotagging_moodtheme` only the mood/theme tracks). Then put the repository's `data` folder in
 <manual_dir> too (`ln -s $PWD/data <manual_dir>/data`), so that <manual_dir> holds the audio
 folders 00, 01, ..., 99 and data/splits/split-0/, ..., split-{NUM_OFFICIAL_SPLITS - 1}/. Then pass
 manual_dir=<manual_dir> (training: --config.dataset.manual_dir=<manual_dir>).
