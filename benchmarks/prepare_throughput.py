@@ -6,11 +6,12 @@ worker processes: once through the local path (`DecodePool`), once as a Beam pip
 DirectRunner (`--direct_running_mode=multi_processing`). Each is timed on a few clips and on
 many, so the table gives the whole build's clips/s, the clips/s between the two sizes (the rate
 once started) and the fixed cost (starting the workers; for Beam also building its graph). The
-two builds' examples are checked to be identical.
+two builds' examples are checked to be identical. Encoding mp3s takes longer than decoding them,
+so `--unique` clips are encoded and the others are hard links to them (decoded all the same).
 
     pip install -e ".[beam]"
-    python benchmarks/prepare_throughput.py [--clips 64] [--seconds 30] [--workers 2]
-        [--out benchmarks/results/prepare_throughput.json]
+    python benchmarks/prepare_throughput.py [--clips 96] [--small 12] [--unique 24]
+        [--seconds 20] [--workers 2] [--out benchmarks/results/prepare_throughput.json]
 """
 
 import argparse
@@ -38,11 +39,16 @@ def _clip(seconds: float, seed: int) -> np.ndarray:
     return np.stack([x, np.roll(x, 37)], axis=1).astype(np.float32)
 
 
-def _write_folder(root: str, clips: int, seconds: float, sizes: list[int]) -> dict[int, str]:
-    """`clips` mp3 files and, per size, a CSV listing the first `size` of them."""
+def _write_folder(root: str, clips: int, unique: int, seconds: float,
+                  sizes: list[int]) -> dict[int, str]:
+    """`clips` mp3 files (`unique` encoded, the others hard links to them) and, per size, a CSV
+    listing the first `size` of them."""
     for i in range(clips):
-        soundfile.write(os.path.join(root, f"{i:05d}.mp3"), _clip(seconds, i), SAMPLE_RATE,
-                        format="MP3")
+        path = os.path.join(root, f"{i:05d}.mp3")
+        if i < unique:
+            soundfile.write(path, _clip(seconds, i), SAMPLE_RATE, format="MP3")
+        else:
+            os.link(os.path.join(root, f"{i % unique:05d}.mp3"), path)
     csvs = {}
     for size in sizes:
         csvs[size] = os.path.join(root, f"tags-{size}.csv")
@@ -60,11 +66,30 @@ def _build(root, csv_path, data_dir, workers, beam):
     return builder, time.perf_counter() - start
 
 
+def _table(result: dict) -> str:
+    """The result as a Markdown table, with what was measured above it."""
+    small, clips = result["small"], result["clips"]
+    workers = result["rows"][0]["workers"]
+    lines = [f"{clips} clips of {result['clip_seconds']:g} s ({result['clip_format']}), "
+             f"{workers} worker processes; identical examples: {result['identical_examples']}; "
+             f"load average at the end {result['machine']['load_average_at_end'][0]:.1f} on "
+             f"{result['machine']['cpus']} CPUs", "",
+             f"| method | {small} clips (s) | {clips} clips (s) | clips/s (whole build) "
+             "| clips/s (once started) | fixed cost (s) |",
+             "|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        lines.append(f"| {row['method']} | {row['seconds'][str(small)]} | "
+                     f"{row['seconds'][str(clips)]} | {row['clips_per_s']} | "
+                     f"{row['steady_clips_per_s'] or 'n/a'} | {row['fixed_cost_s'] or 'n/a'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=int, default=64)
-    parser.add_argument("--small", type=int, default=8, help="clips of the small build")
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--clips", type=int, default=96)
+    parser.add_argument("--small", type=int, default=12, help="clips of the small build")
+    parser.add_argument("--unique", type=int, default=24, help="clips encoded (see above)")
+    parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "prepare_throughput.json"))
@@ -76,7 +101,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.join(tmp, "clips")
         os.makedirs(root)
-        csvs = _write_folder(root, args.clips, args.seconds, sizes)
+        csvs = _write_folder(root, args.clips, args.unique, args.seconds, sizes)
         for method, beam in (("DecodePool", False), ("Beam DirectRunner", True)):
             times, builders = {}, {}
             for size in sizes:
@@ -84,14 +109,17 @@ def main():
                     root, csvs[size], os.path.join(tmp, f"tfds-{method[:4]}-{size}"),
                     args.workers, beam)
             small, large = sizes
-            steady = (large - small) / (times[large] - times[small])
+            # The rate between the two sizes; none when the difference is lost in the noise.
+            extra = times[large] - times[small]
+            steady = (large - small) / extra if extra > 0 else None
             rows.append({
                 "method": method,
                 "workers": args.workers,
                 "seconds": {str(size): round(times[size], 2) for size in sizes},
                 "clips_per_s": round(large / times[large], 2),
-                "steady_clips_per_s": round(steady, 2),
-                "fixed_cost_s": round(times[small] - small / steady, 2),
+                "steady_clips_per_s": None if steady is None else round(steady, 2),
+                "fixed_cost_s": None if steady is None else round(times[small] - small / steady,
+                                                                  2),
                 "builder": builders[large],
             })
             print(f"{method}: {times}", flush=True)
@@ -103,25 +131,21 @@ def main():
             for i in range(len(source_pool)))
 
     result = {
-        "clips": args.clips, "small": args.small, "clip_seconds": args.seconds,
+        "clips": args.clips, "small": args.small, "unique_clips": args.unique,
+        "clip_seconds": args.seconds,
         "clip_format": f"mp3, {SAMPLE_RATE} Hz stereo -> 16 kHz mono int16",
         "identical_examples": identical, "rows": rows,
         "machine": {"cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(),
                     "python": platform.python_version()},
     }
-    print(f"\n{args.clips} clips of {args.seconds:g} s ({result['clip_format']}), "
-          f"{args.workers} worker processes; identical examples: {identical}\n")
-    print(f"| method | {args.small} clips (s) | {args.clips} clips (s) | clips/s (whole build) "
-          "| clips/s (once started) | fixed cost (s) |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['method']} | {row['seconds'][str(args.small)]} | "
-              f"{row['seconds'][str(args.clips)]} | {row['clips_per_s']} | "
-              f"{row['steady_clips_per_s']} | {row['fixed_cost_s']} |")
+    table = _table(result)
+    print("\n" + table)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as file:
         json.dump(result, file, indent=2)
-    print(f"\nwritten to {args.out}")
+    with open(os.path.splitext(args.out)[0] + ".md", "w") as file:
+        file.write(table)
+    print(f"\nwritten to {args.out} and its .md")
 
 
 if __name__ == "__main__":
