@@ -116,10 +116,10 @@ metadata CC BY-NC-SA 4.0); see https://github.com/MTG/mtg-jamendo-dataset.
   cd mtg-jamendo-dataset && pip install -r scripts/requirements.txt
   python3 scripts/download/download.py --dataset raw_30s --type audio <manual_dir> --unpack --remove
 (about 508 GB; `--type audio-low` gives 156 GB of mono `.low.mp3` files, also read here;
-`--dataset autotagging_moodtheme` only the mood/theme tracks). Then put the repository's `data` folder in
-<manual_dir> too (`ln -s $PWD/data <manual_dir>/data`), so that <manual_dir> holds the audio
-folders 00, 01, ..., 99 and data/splits/split-0/, ..., split-{NUM_OFFICIAL_SPLITS - 1}/. Then pass
-manual_dir=<manual_dir> (training: --config.dataset.manual_dir=<manual_dir>).
+`--dataset autotagging_moodtheme` only the mood/theme tracks). Then put the repository's `data`
+folder in <manual_dir> too (`ln -s $PWD/data <manual_dir>/data`), so that <manual_dir> holds
+the audio folders 00, 01, ..., 99 and data/splits/split-0/, ..., split-{NUM_OFFICIAL_SPLITS - 1}/.
+Then pass manual_dir=<manual_dir> (training: --config.dataset.manual_dir=<manual_dir>).
 """
 
 @dataclasses.dataclass(frozen=True)
