@@ -15,6 +15,7 @@ COMMANDS = {
     "similar": ("tagjax.similar:main", "the tracks of an index nearest to a query track"),
     "experiments": ("tagjax.experiments:main", "the slides' four pipelines, trained and compared"),
     "zeroshot": ("tagjax.zeroshot:main", "score a pretrained model on a data set's tags"),
+    "prepare": ("tagjax.prepare:main", "build a data set, here or on an Apache Beam runner"),
     "list": ("tagjax.cli:list_main", "the training configs, pretrained models and data sets"),
 }
 

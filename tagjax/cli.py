@@ -263,6 +263,8 @@ def list_main(argv: Sequence[str] | None = None) -> int:
     for name in sorted(registry.BUILDER_MODULES):
         configs, default = registry.dataset_configs(name)
         listed = ", ".join(f"{c} (default)" if c == default else c for c in configs)
+        rule = registry.config_name_rule(name)
+        listed += f"; also {rule}" if rule else ""
         print(f"  {name}: " + (listed or "your audio folder and its tags.csv "
                                           "(--config.dataset.directory=DIR)"))
     return 0

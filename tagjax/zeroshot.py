@@ -1,7 +1,7 @@
 """Zero-shot tagging: a published model scored on a data set it was not trained on, no training.
 
     python -m tagjax.zeroshot [--model musicnn-mtt] [--dataset synth] [--dataset-config default]
-        [--split test] [--out zeroshot.json]
+        [--split test] [--manual-dir DIR] [--data-dir DIR] [--out zeroshot.json]
 
 The data set's tags that the model also predicts (by name, or through `SYNONYMS`) are scored
 with the model's probability for them: per-tag and macro ROC-AUC and PR-AUC over the shared tags
@@ -16,6 +16,7 @@ bass and jazz are not.
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -40,19 +41,28 @@ SYNONYMS = {
 def tag_mapping(dataset_tags: Sequence[str],
                 model_tags: Sequence[str]) -> dict[str, list[int]]:
     """`{data set tag: [model tag columns]}` for the data set tags the model predicts: the same
-    name (case-insensitive) when the model has it, else its `SYNONYMS`; tags with no match are
-    left out."""
+    name (case-insensitive) when the model has it, else its `SYNONYMS`, else the model tags
+    spelt the same but for spaces and punctuation (`new age` for `newage`, `Hip-Hop` for
+    `hiphop`); tags with no match are left out. MTG-Jamendo's category (`genre---rock`) is not
+    part of the name."""
     columns = {tag.lower(): i for i, tag in enumerate(model_tags)}
     mapping = {}
     for tag in dataset_tags:
-        if tag.lower() in columns:
-            mapping[tag] = [columns[tag.lower()]]
+        name = tag.rsplit("---", 1)[-1].lower()
+        if name in columns:
+            mapping[tag] = [columns[name]]
             continue
-        found = sorted({columns[name] for name in SYNONYMS.get(tag.lower(), ())
-                        if name in columns})
+        found = sorted({columns[other] for other in SYNONYMS.get(name, ()) if other in columns})
+        if not found:
+            found = [i for i, model_tag in enumerate(model_tags)
+                     if _squashed(model_tag) == _squashed(name)]
         if found:
             mapping[tag] = found
     return mapping
+
+
+def _squashed(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
 
 
 def mapped_scores(probabilities: np.ndarray, mapping: dict[str, list[int]]) -> np.ndarray:
@@ -140,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset", default="synth")
     parser.add_argument("--dataset-config", default=None, help="the data set's config")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--manual-dir", default=None,
+                        help="magnatagatune, jamendo: the folder of the files downloaded by hand")
+    parser.add_argument("--data-dir", default=None, help="where prepared data sets live")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--out", help="also write the report as JSON here")
     args = parser.parse_args(argv)
@@ -150,7 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = zero_shot(args.model, args.dataset, args.split,
                            dataset_config=args.dataset_config, batch_size=args.batch_size,
-                           progress=None)
+                           progress=None, **{key: value for key, value in (
+                               ("manual_dir", args.manual_dir), ("data_dir", args.data_dir))
+                               if value})
     except (UnknownPretrainedError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
     print(format_report(report))

@@ -53,7 +53,7 @@ def _tree_digest(folder) -> dict:
 
 
 COMMAND_MODULES = ["tagjax.train", "tagjax.tag", "tagjax.index", "tagjax.similar",
-                   "tagjax.experiments", "tagjax.zeroshot", "tagjax"]
+                   "tagjax.experiments", "tagjax.zeroshot", "tagjax.prepare", "tagjax"]
 
 
 def test_every_help_exits_0_without_importing_jax():
@@ -97,7 +97,7 @@ def test_train_help_names_the_configs_and_the_safe_fields(capsys):
     (["--config", "cnn_lstm", "--config.model.summry.hidden=3"],
      "did you mean 'model.summary.hidden'?"),
     (["--config", "cnn_lstm", "--config.dataset.name=mtat"],
-     "unknown data set 'mtat'; tagjax data sets are folder, magnatagatune, synth"),
+     "unknown data set 'mtat'; tagjax data sets are folder, jamendo, magnatagatune, synth"),
     (["--config", "cnn_lstm", "--config.num_epochs=many"], "--config.num_epochs=many"),
     (["--config", "cnn_lstm", "--no_such_option"], "unknown option --no_such_option"),
     (["--workdir", "runs/x"], "--config is required"),
@@ -335,6 +335,7 @@ def test_tagjax_lists_configs_models_and_data_sets(capsys):
         assert f"  {name}" in printed
     assert "magnatagatune: clean (default), full" in printed
     assert "synth: default (default), tiny" in printed
+    assert "jamendo: top50 (default), genre, instrument, moodtheme, all; also " in printed
     assert "folder: " in printed
 
 

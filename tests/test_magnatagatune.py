@@ -184,3 +184,13 @@ def test_malformed_rows_are_rejected_naming_the_line(tmp_path, monkeypatch, row,
     path.write_text('"clip_id"\t"guitar"\t"mp3_path"\n' + "\t".join(f'"{v}"' for v in row) + "\n")
     with pytest.raises(ValueError, match=message):
         magnatagatune.read_annotations(path)
+
+
+@pytest.mark.beam
+def test_a_beam_build_holds_the_local_builds_examples(clean, manual_dir, tmp_path):
+    pytest.importorskip("apache_beam")
+    from builds import BEAM_IN_PROCESS, assert_same_build
+
+    beam_built = get_builder("magnatagatune", manual_dir=manual_dir, data_dir=tmp_path,
+                             beam_options=BEAM_IN_PROCESS)
+    assert_same_build(clean, beam_built)  # the clean split's short clips skipped there too

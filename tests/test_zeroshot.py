@@ -19,6 +19,15 @@ def test_tag_mapping_by_name_then_synonyms():
     np.testing.assert_array_equal(scores, [[0.3, 0.9]])
 
 
+def test_jamendo_tags_map_without_their_category_and_punctuation():
+    model = ["Rock", "new age", "Hip-Hop", "voice", "guitar", "classic"]
+    tags = ["genre---rock", "genre---newage", "genre---hiphop", "instrument---voice",
+            "genre---classical", "mood/theme---happy"]
+    assert zeroshot.tag_mapping(tags, model) == {
+        "genre---rock": [0], "genre---newage": [1], "genre---hiphop": [2],
+        "instrument---voice": [3], "genre---classical": [5]}
+
+
 def test_zero_shot_scores_equal_scikit_learn(synth_tiny_dir):
     source, tags = tj.data.get_source("synth", "train", config="tiny", data_dir=synth_tiny_dir)
     tagger = tj.Tagger.pretrained("musicnn-mtt", batch_size=4)

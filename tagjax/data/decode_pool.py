@@ -20,12 +20,14 @@ decoded audio of the whole data set pile up in memory.
 import collections
 import concurrent.futures
 import dataclasses
+import itertools
 import logging
 import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import soundfile
 import tqdm
 
 from tagjax.data import schema, tfds_compat
@@ -75,7 +77,10 @@ class Rescaled:
 
 
 def decode_file(
-    path: str, sample_rate: int = schema.SAMPLE_RATE, min_samples: int = 0
+    path: str,
+    sample_rate: int = schema.SAMPLE_RATE,
+    min_samples: int = 0,
+    excerpt_seconds: float | None = None,
 ) -> tuple[np.ndarray, float] | str:
     """Decodes one file to mono int16 at `sample_rate`, scaled down by its peak if it exceeds 1.
 
@@ -83,6 +88,8 @@ def decode_file(
       path: the audio file.
       sample_rate: the rate to resample to, in Hz.
       min_samples: files with fewer samples (after resampling) are rejected.
+      excerpt_seconds: decode only this many seconds from the middle of the file (seeking, so
+        the rest is not decoded); a shorter file is decoded whole. `None`: the whole file.
 
     Returns:
       `((samples,) int16, peak)`, where `peak` is the largest absolute sample as decoded (the
@@ -90,7 +97,9 @@ def decode_file(
       clipped), or a string saying why the file cannot be used.
     """
     try:
-        samples = load_audio(path, sr=sample_rate, mono=True)
+        offset = _middle_offset(path, excerpt_seconds) if excerpt_seconds else 0.0
+        samples = load_audio(path, sr=sample_rate, mono=True, offset=offset,
+                             duration=excerpt_seconds or None)
     except AudioDecodeError as error:
         return error.reason
     except Exception as error:  # a decoder bug on one file must not end a build
@@ -104,6 +113,18 @@ def decode_file(
     if peak > 1.0:
         samples = samples / np.float32(peak)  # x / peak <= 1 exactly in floating point
     return schema.audio_to_int16(samples), peak
+
+
+def _middle_offset(path: str, excerpt_seconds: float) -> float:
+    """Where an excerpt of `excerpt_seconds` centred in the file starts, in seconds (0 for a file
+    no longer than the excerpt, or one whose header cannot be read: `load_audio` says why)."""
+    try:
+        info = soundfile.info(path)
+        frames, rate = info.frames, info.samplerate
+    except Exception:  # load_audio reports what is wrong with the file in its own words
+        return 0.0
+    excerpt_frames = round(excerpt_seconds * rate)
+    return max(frames - excerpt_frames, 0) // 2 / rate
 
 
 class DecodePool:
@@ -141,6 +162,7 @@ class DecodePool:
         *,
         sample_rate: int = schema.SAMPLE_RATE,
         min_samples: int = 0,
+        excerpt_seconds: float | None = None,
         description: str = "decoding",
         rescaled: list[Rescaled] | None = None,
         progress: bool = True,
@@ -151,6 +173,8 @@ class DecodePool:
           jobs: `(key, path)` pairs.
           sample_rate: the rate to resample to, in Hz.
           min_samples: files with fewer samples are skipped as too short.
+          excerpt_seconds: decode only this many seconds from the middle of each file (see
+            `decode_file`); `None`: whole files.
           description: the progress bar's label.
           rescaled: a list that receives a `Rescaled` record for each file scaled down by its
             peak; `None` logs them instead.
@@ -162,7 +186,7 @@ class DecodePool:
         bar = tqdm.tqdm(total=len(jobs), desc=description, unit="file", disable=not progress)
         try:
             results = self._ordered_map(
-                [os.fspath(path) for _, path in jobs], sample_rate, min_samples
+                [os.fspath(path) for _, path in jobs], sample_rate, min_samples, excerpt_seconds
             )
             for (key, path), result in zip(jobs, results, strict=True):
                 bar.update(1)
@@ -181,12 +205,13 @@ class DecodePool:
             bar.close()
 
     def _ordered_map(
-        self, paths: list[str], sample_rate: int, min_samples: int
+        self, paths: list[str], sample_rate: int, min_samples: int, excerpt_seconds: float | None
     ) -> Iterator[tuple[np.ndarray, float] | str]:
         """`decode_file` over `paths`, in order, with a bounded number in flight."""
+        args = (sample_rate, min_samples, excerpt_seconds)
         if self.num_workers == 0 or len(paths) <= 1:
             for path in paths:
-                yield decode_file(path, sample_rate, min_samples)
+                yield decode_file(path, *args)
             return
         if self._executor is None:
             self._executor = concurrent.futures.ProcessPoolExecutor(
@@ -194,7 +219,7 @@ class DecodePool:
             )
         in_flight = collections.deque()
         for path in paths:
-            in_flight.append(self._executor.submit(decode_file, path, sample_rate, min_samples))
+            in_flight.append(self._executor.submit(decode_file, path, *args))
             if len(in_flight) >= self.num_workers * _IN_FLIGHT_PER_WORKER:
                 yield in_flight.popleft().result()
         while in_flight:
@@ -247,26 +272,108 @@ def _log_rescaled(where: str, record: Rescaled, logger: logging.Logger) -> None:
 
 
 class PooledDecoding:
-    """Mixin for a TFDS builder whose splits decode audio files: one `DecodePool` per build.
+    """Mixin for a TFDS builder whose splits decode audio files: one `DecodePool` per build, or
+    an Apache Beam pipeline when the build is given Beam options.
 
-    The builder calls `_init_decoding(decode_workers)` in its `__init__` and decodes with
-    `self._decode(jobs, ...)`, which uses the build's pool, or a pool of its own outside a build.
+    The builder calls `_init_decoding(decode_workers)` in its `__init__` and returns
+    `self._examples(split, jobs, ...)` from `_generate_examples`. A build whose
+    `download_config` names a Beam runner or Beam options (TFDS's own switch, see
+    `tagjax.data.beam_decoding`) decodes in the pipeline; otherwise in the build's pool.
+    Either way the split holds the same examples and the files left out are listed in
+    `info.metadata["skipped"]`.
     """
 
     def _init_decoding(self, decode_workers: int | None) -> None:
         self._decode_workers = decode_workers
         self._pool = None
+        self._beam_reports = None  # [(split, report prefix)] while a Beam build runs
         # TFDS pickles a builder as its constructor arguments.
         self._original_state.update(decode_workers=decode_workers)
 
-    def download_and_prepare(self, **kwargs):
-        # One pool of decoding processes for all the splits; splits past 1 GB without TensorFlow.
-        with tfds_compat.local_shuffle_files(), DecodePool(self._decode_workers) as pool:
-            self._pool = pool
+    def download_and_prepare(self, *, download_config=None, **kwargs):
+        beam = download_config is not None and (
+            download_config.beam_runner is not None or download_config.beam_options is not None
+        )
+        # One pool of decoding processes for all the splits (none under Beam: the probes of
+        # `folder` decode here); splits past 1 GB without TensorFlow.
+        with (tfds_compat.local_shuffle_files(),
+              DecodePool(0 if beam else self._decode_workers) as pool):
+            self._pool, self._beam_reports = pool, [] if beam else None
             try:
-                super().download_and_prepare(**kwargs)
+                super().download_and_prepare(download_config=download_config, **kwargs)
             finally:
-                self._pool = None
+                self._pool, self._beam_reports = None, None
+
+    def _download_and_prepare(self, dl_manager, download_config):
+        super()._download_and_prepare(dl_manager, download_config)
+        # The pipeline has run: list what its workers skipped or rescaled, as the local path
+        # does, before TFDS writes the metadata.
+        for split, prefix in self._beam_reports or ():
+            from tagjax.data import beam_decoding
+
+            skipped, rescaled = beam_decoding.read_reports(prefix)
+            self._report(split, skipped, rescaled)
+
+    def _report(self, split: str, skipped, rescaled) -> None:
+        logger = logging.getLogger(type(self).__module__)
+        report_skipped(self.info.metadata, split, skipped, logger)
+        if "rescaled" in self.info.metadata:
+            report_rescaled(self.info.metadata, split, rescaled, logger)
+        else:
+            for record in rescaled:
+                _log_rescaled(split, record, logger)
+
+    def _examples(
+        self,
+        split: str,
+        jobs: Sequence[tuple[str, str | os.PathLike, np.ndarray]],
+        *,
+        min_samples: int = 0,
+        excerpt_seconds: float | None = None,
+        decoded: Sequence[tuple[str, np.ndarray | Skipped]] = (),
+        rescaled: list[Rescaled] | None = None,
+    ):
+        """The split's `(key, example)` pairs: a generator, or a Beam `PTransform` under Beam.
+
+        Args:
+          split: the split's name.
+          jobs: `(key, path, labels)` of the split's files, in order; `labels` is the
+            `(num_tags,)` uint8 multi-hot.
+          min_samples, excerpt_seconds: see `decode_file`.
+          decoded: results already decoded for the first `len(decoded)` jobs (the local path
+            uses them; Beam decodes every job).
+          rescaled: a list of the `Rescaled` records of `decoded`, and that receives the others:
+            they are then listed in `info.metadata["rescaled"]`; `None` logs them.
+        """
+        if self._beam_reports is not None:
+            from tagjax.data import beam_decoding
+
+            prefix = os.path.join(os.fspath(self.data_dir), f"beam-report-{split}")
+            self._beam_reports.append((split, prefix))
+            return beam_decoding.DecodeToExamples(
+                jobs, prefix, min_samples=min_samples, excerpt_seconds=excerpt_seconds
+            )
+        return self._local_examples(split, jobs, decoded, rescaled, min_samples=min_samples,
+                                    excerpt_seconds=excerpt_seconds)
+
+    def _local_examples(self, split, jobs, decoded, rescaled, **decode_kwargs):
+        labels = {key: key_labels for key, _, key_labels in jobs}
+        rest = [(key, path) for key, path, _ in jobs[len(decoded) :]]
+        results = itertools.chain(
+            decoded,
+            self._decode(rest, description=f"{self.name}/{split}", rescaled=rescaled,
+                         **decode_kwargs) if rest else (),
+        )
+        skipped = []
+        for key, result in results:
+            if isinstance(result, Skipped):
+                skipped.append(result)
+                continue
+            yield key, {"audio": result, "labels": labels[key], "id": key}
+        logger = logging.getLogger(type(self).__module__)
+        report_skipped(self.info.metadata, split, skipped, logger)
+        if rescaled is not None:
+            report_rescaled(self.info.metadata, split, rescaled, logger)
 
     def _decode(self, jobs, **kwargs):
         """`DecodePool.decode` in the build's pool (or a pool of its own outside a build)."""

@@ -45,7 +45,6 @@ import csv
 import dataclasses
 import hashlib
 import io
-import itertools
 import logging
 import os
 import re
@@ -415,9 +414,9 @@ class Folder(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
             if isinstance(probed[-1][1], decode_pool.Skipped):
                 failures[name] = [result for _, result in probed]
                 continue
-            generators[name] = self._generate_examples(
-                name, split_rows, probed, jobs[len(probed) :], rescaled
-            )
+            labelled = [(key, path, self._labels(row)) for (key, path), row
+                        in zip(jobs, split_rows, strict=True)]
+            generators[name] = self._generate_examples(name, labelled, probed, rescaled)
         if not generators:
             raise ValueError(
                 f"{config.csv_path}: none of the listed files could be decoded, so there is no "
@@ -448,32 +447,22 @@ class Folder(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
                     break
         return probed
 
+    def _labels(self, row: FolderRow) -> np.ndarray:
+        """`(num_tags,)` uint8 multi-hot of the row's tags (matched without regard to case)."""
+        index = {tag.casefold(): i for i, tag in enumerate(self.builder_config.vocabulary)}
+        labels = np.zeros(len(index), np.uint8)
+        labels[[index[tag.casefold()] for tag in row.tags]] = 1
+        return labels
+
     def _generate_examples(
         self,
         split: str,
-        rows: list[FolderRow],
+        jobs: list[tuple[str, str, np.ndarray]],
         decoded: list[tuple[str, np.ndarray | decode_pool.Skipped]],
-        jobs: list[tuple[str, str]],
         rescaled: list[decode_pool.Rescaled],
     ):
-        """The split's examples: those of `decoded` (already decoded), then those of `jobs`."""
-        config = self.builder_config
-        index = {tag.casefold(): i for i, tag in enumerate(config.vocabulary)}
-        tags_of = {row.path: row.tags for row in rows}
-        results = itertools.chain(
-            decoded,
-            self._decode(jobs, description=f"folder/{split}", rescaled=rescaled) if jobs else (),
-        )
-        skipped = []
-        for key, result in results:
-            if isinstance(result, decode_pool.Skipped):
-                skipped.append(result)
-                continue
-            labels = np.zeros(len(index), np.uint8)
-            labels[[index[tag.casefold()] for tag in tags_of[key]]] = 1
-            yield key, {"audio": result, "labels": labels, "id": key}
-        decode_pool.report_skipped(self.info.metadata, split, skipped, logger)
-        decode_pool.report_rescaled(self.info.metadata, split, rescaled, logger)
+        """The split's examples: `jobs`, of which the first `len(decoded)` are decoded."""
+        return self._examples(split, jobs, decoded=decoded, rescaled=rescaled)
 
 
 def _failure_list(failures: dict[str, list[decode_pool.Skipped]], most: int = 5) -> str:

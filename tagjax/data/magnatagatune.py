@@ -22,7 +22,6 @@ copy) or cannot be decoded (55753 and 57881 are corrupt) is reported, listed und
 
 import csv
 import dataclasses
-import logging
 import os
 from pathlib import Path
 
@@ -64,9 +63,6 @@ Join and unzip the archive into the manual directory:
 and put {ANNOTATIONS_FILE} there too, so that <manual_dir> holds {ANNOTATIONS_FILE} and the
 folders 0, 1, ..., f of mp3 files. Then pass manual_dir=<manual_dir>.
 """
-
-logger = logging.getLogger(__name__)
-
 
 @dataclasses.dataclass(frozen=True)
 class Clip:
@@ -210,16 +206,5 @@ class Magnatagatune(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder)
     def _generate_examples(self, manual_dir: Path, split: str, clips: list[Clip]):
         min_seconds = self.builder_config.min_seconds
         min_samples = 0 if min_seconds is None else round(min_seconds * schema.SAMPLE_RATE)
-        labels_of = {clip.clip_id: clip.labels for clip in clips}
-        jobs = [(clip.clip_id, manual_dir / clip.mp3_path) for clip in clips]
-        skipped = []
-        for clip_id, result in self._decode(
-            jobs,
-            min_samples=min_samples,
-            description=f"magnatagatune/{split}",
-        ):
-            if isinstance(result, decode_pool.Skipped):
-                skipped.append(result)
-                continue
-            yield clip_id, {"audio": result, "labels": labels_of[clip_id], "id": clip_id}
-        decode_pool.report_skipped(self.info.metadata, split, skipped, logger)
+        jobs = [(clip.clip_id, manual_dir / clip.mp3_path, clip.labels) for clip in clips]
+        return self._examples(split, jobs, min_samples=min_samples)

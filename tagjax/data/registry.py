@@ -10,8 +10,8 @@ TFDS writes and reads without TensorFlow (`tfds_compat` lends TFDS local files f
 1 GB); later calls reuse what is there. Every data set shares the example schema of
 `tagjax.data.schema`.
 
-The builds of `magnatagatune` and `folder` decode audio in worker processes started with the
-"spawn" method, which re-imports the main module: in a script, call `get_builder` and
+The builds of `magnatagatune`, `jamendo` and `folder` decode audio in worker processes started
+with the "spawn" method, which re-imports the main module: in a script, call `get_builder` and
 `get_source` under `if __name__ == "__main__":`.
 """
 
@@ -22,10 +22,16 @@ import re
 
 from tagjax.data import tfds_compat
 
+# Set to Beam pipeline options, it makes the builds that decode audio run as Beam pipelines.
+BEAM_OPTIONS_ENV = "TAGJAX_BEAM_OPTIONS"
+# The builders that can decode in a Beam pipeline (`decode_pool.PooledDecoding`).
+BEAM_BUILDERS = ("magnatagatune", "jamendo", "folder")
+
 # The module that registers each builder with TFDS when imported.
 BUILDER_MODULES = {
     "synth": "tagjax.data.synth_builder",
     "magnatagatune": "tagjax.data.magnatagatune",
+    "jamendo": "tagjax.data.jamendo",
     "folder": "tagjax.data.folder",
 }
 
@@ -34,15 +40,20 @@ def get_builder(name: str, *, config=None, data_dir=None, **builder_kwargs):
     """Returns the TFDS builder of data set `name`, prepared (built on first use).
 
     Args:
-      name: "synth", "magnatagatune" or "folder".
-      config: the builder config's name (e.g. "tiny", "clean", "full") or a
+      name: "synth", "magnatagatune", "jamendo" or "folder".
+      config: the builder config's name (e.g. "tiny", "clean", "full", "top50-split1") or a
         `tfds.core.BuilderConfig`; `None`, "" or "default" pick the data set's default (see
         `dataset_configs`).
       data_dir: where prepared data sets live; `None` uses TFDS's default.
       **builder_kwargs: passed to the builder, except `manual_dir` (the folder of files
-        downloaded by hand, for "magnatagatune"), which goes to `download_and_prepare`. For
-        "folder": `directory` (required), `csv_path` and `tags`. For "magnatagatune" and
-        "folder": `decode_workers` (processes that decode audio while building).
+        downloaded by hand, for "magnatagatune" and "jamendo"), which goes to
+        `download_and_prepare`. For "folder": `directory` (required), `csv_path` and `tags`.
+        For "magnatagatune", "jamendo" and "folder": `decode_workers` (processes that decode
+        audio while building), and `beam_options`: build with Apache Beam instead, with these
+        pipeline options (a string of Beam's command-line flags, e.g. "--runner=DataflowRunner
+        --project=... --region=... --temp_location=gs://..."; "" is the DirectRunner in
+        `decode_workers` processes); `None` reads them from `$TAGJAX_BEAM_OPTIONS`, unset or
+        empty builds without Beam.
 
     Returns:
       A `tfds.core.DatasetBuilder` whose data is on disk.
@@ -55,6 +66,8 @@ def get_builder(name: str, *, config=None, data_dir=None, **builder_kwargs):
     import tensorflow_datasets as tfds
 
     config = _config_to_build(name, config)
+    beam_options = _beam_options(name, builder_kwargs.pop("beam_options", None),
+                                 builder_kwargs.get("decode_workers"))
     manual_dir = builder_kwargs.pop("manual_dir", None)
     if manual_dir is not None:
         manual_dir = os.path.expanduser(os.fspath(manual_dir))
@@ -70,7 +83,9 @@ def get_builder(name: str, *, config=None, data_dir=None, **builder_kwargs):
     try:
         with tfds_compat.local_shuffle_files():  # splits past 1 GB, without TensorFlow
             builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+                download_config=tfds.download.DownloadConfig(
+                    manual_dir=manual_dir, beam_options=beam_options
+                )
             )
     except AssertionError as error:  # TFDS asserts that the files downloaded by hand are there
         missing = re.match(r"Manual directory (.*) does not exist or is empty", str(error))
@@ -82,6 +97,31 @@ def get_builder(name: str, *, config=None, data_dir=None, **builder_kwargs):
             f"--config.dataset.manual_dir=...); tagjax.data.{name} says how to get them"
         ) from error
     return builder
+
+
+def _beam_options(name: str, flags: str | None, decode_workers: int | None):
+    """Beam's `PipelineOptions` for building data set `name`, or `None` to build without Beam.
+
+    Raises:
+      ValueError: Beam options are given for a data set that does not decode audio, or Apache
+        Beam is not installed.
+    """
+    from_env = flags is None
+    if from_env:
+        flags = os.environ.get(BEAM_OPTIONS_ENV)
+        if not flags or name not in BEAM_BUILDERS:
+            return None  # set for the audio data sets; the others build as they always do
+    if name not in BEAM_BUILDERS:
+        raise ValueError(f"data set {name!r} is not built with Beam; beam_options applies to "
+                         f"{', '.join(BEAM_BUILDERS)}")
+    try:
+        from tagjax.data import beam_decoding
+    except ImportError as error:
+        where = f"${BEAM_OPTIONS_ENV}" if from_env else "beam_options"
+        raise ValueError(f"{where} asks for an Apache Beam build, but Beam cannot be imported "
+                         f"({error}): pip install 'tagjax[beam]'") from None
+    workers = (os.cpu_count() or 1) if decode_workers is None else decode_workers
+    return beam_decoding.pipeline_options(flags, local_workers=workers)
 
 
 def dataset_configs(name: str) -> tuple[list[str], str | None]:
@@ -108,6 +148,15 @@ def dataset_configs(name: str) -> tuple[list[str], str | None]:
     return names, default
 
 
+def config_name_rule(name: str) -> str | None:
+    """How data set `name` names the configs it builds besides the listed ones (`jamendo`'s
+    splits and excerpts), or `None`."""
+    import tensorflow_datasets as tfds
+
+    dataset_configs(name)  # checks the name, registers the builder
+    return getattr(tfds.builder_cls(name), "CONFIG_NAME_RULE", None)
+
+
 def _config_to_build(name: str, config):
     """`config` checked against data set `name`'s configs; "default" (what a training config
     says unless told otherwise) is the data set's default, whatever that one is called."""
@@ -118,6 +167,12 @@ def _config_to_build(name: str, config):
         return default
     if not names or config in names:
         return config  # `folder` judges its own config
+    import tensorflow_datasets as tfds
+
+    by_name = getattr(tfds.builder_cls(name), "config_from_name", None)
+    if by_name is not None:  # configs named by a rule (`jamendo`): its error says the rule
+        by_name(config)
+        return config
     close = difflib.get_close_matches(config, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     listed = ", ".join(f"{n} (default)" if n == default else n for n in names)
