@@ -169,11 +169,10 @@ def test_split_and_excerpt_configs(excerpts, manual_dir):
 
 
 def test_training_config_names_the_subset(top50, manual_dir, data_dir):
-    from runs import tiny_config
+    from tagjax import configs, train
 
-    from tagjax import train
-
-    config = tiny_config("cnn_lstm", str(data_dir))
+    config = configs.get("cnn_lstm", "tiny")
+    config.dataset.data_dir = str(data_dir)
     config.dataset.name, config.dataset.config = "jamendo", "top50"
     config.dataset.manual_dir = str(manual_dir)
     sources, tags = train._sources(config)
