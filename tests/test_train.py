@@ -8,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from runs import tiny_config
 
@@ -43,26 +44,89 @@ def _params(workdir):
     return jax.tree.map(np.asarray, variables)
 
 
-def test_killed_run_resumes_to_the_same_parameters(synth_tiny_dir, tmp_path):
-    # 7 steps an epoch: checkpoints at steps 3 and 6 (every 3) and 7 (end of epoch). An
-    # interruption at step 5 loses steps 4-5, which the resumed run must replay identically.
+def _interrupt_at(stop):
+    def interrupt(step):
+        if step == stop:
+            raise _Interrupted
+
+    return interrupt
+
+
+class _EarlierLayout:
+    """The checkpoints as tagjax saved them before one orbax manager kept them all: a manager
+    in `checkpoints/latest/` (two steps) and one in `checkpoints/best/` (one step, the previous
+    best deleted by hand), behind the interface the training loop uses now."""
+
+    def __init__(self, workdir):
+        def manager(name, max_to_keep):
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
+                cleanup_tmp_directories=True)
+            return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints",
+                                                      name),
+                                         options=options, item_names=("state", "data", "meta"))
+
+        self.latest, self.best = manager("latest", 2), manager("best", 1)
+
+    def latest_step(self):
+        return self.latest.latest_step()
+
+    def save(self, step, state, data_state, meta, *, best_score=None):
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  data=ocp.args.JsonSave(data_state if data_state is not None
+                                                         else {}),
+                                  meta=ocp.args.JsonSave(meta))
+        if best_score is not None:
+            for old in self.best.all_steps():
+                if old != step:
+                    self.best.delete(old)
+            self.best.save(step, args=args, force=True)
+        self.latest.save(step, args=args, force=True)
+
+    def close(self):
+        self.latest.close()
+        self.best.close()
+
+
+def test_killed_run_resumes_to_the_same_parameters(synth_tiny_dir, tmp_path, monkeypatch):
+    # 7 steps an epoch: checkpoints at steps 3, 6, 9, 12 (every 3) and 7, 14 (ends of epochs,
+    # 7 the best so far). Killed at step 11 while it saves in the earlier layout of a run's
+    # checkpoints (latest/7, latest/9, best/7), then at step 13, the run resumes from 9, then
+    # from 12, and must replay the lost steps identically.
     config = tiny_config("mfcc_lstm", synth_tiny_dir)
     reference = str(tmp_path / "uninterrupted")
     train.train_and_evaluate(config, reference)
 
     resumed = str(tmp_path / "interrupted")
+    with monkeypatch.context() as patch, pytest.raises(_Interrupted):
+        patch.setattr(train.checkpointing, "RunCheckpoints", _EarlierLayout)
+        train.train_and_evaluate(config, resumed, step_hook=_interrupt_at(11))
+    checkpoints = os.path.join(resumed, "checkpoints")
+    earlier = {name: sorted(os.listdir(os.path.join(checkpoints, name)))
+               for name in ("latest", "best")}
+    assert earlier == {"latest": ["7", "9"], "best": ["7"]}
+    # Inference reads the earlier layout as it is, and leaves it so.
+    _, best, _ = train.restore_model(resumed, which="best")
+    _, latest, _ = train.restore_model(resumed, which="latest")
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(best),
+                                                        jax.tree.leaves(latest), strict=True))
+    assert {name: sorted(os.listdir(os.path.join(checkpoints, name)))
+            for name in ("latest", "best")} == earlier
 
-    def interrupt(step):
-        if step == 5:
-            raise _Interrupted
-
+    # Resuming moves those steps into the one manager, which keeps the latest two and the best.
     with pytest.raises(_Interrupted):
-        train.train_and_evaluate(config, resumed, step_hook=interrupt)
-    assert _steps(resumed) == [3]
-    train.train_and_evaluate(config, resumed)
+        train.train_and_evaluate(config, resumed, step_hook=_interrupt_at(13))
+    assert os.listdir(checkpoints) and not {"latest", "best"} & set(os.listdir(checkpoints))
+    assert _steps(resumed) == [7, 9, 12]
+    _, moved_best, _ = train.restore_model(resumed, which="best")
+    jax.tree.map(np.testing.assert_array_equal, moved_best, best)
 
-    expected, actual = _params(reference), _params(resumed)
-    jax.tree.map(np.testing.assert_array_equal, actual, expected)
+    train.train_and_evaluate(config, resumed)
+    assert _steps(resumed) == _steps(reference)
+    jax.tree.map(np.testing.assert_array_equal, _params(resumed), _params(reference))
+    _, reference_best, _ = train.restore_model(reference, which="best")
+    _, resumed_best, _ = train.restore_model(resumed, which="best")
+    jax.tree.map(np.testing.assert_array_equal, resumed_best, reference_best)
     assert (_json(resumed, "results.json")["roc_auc"]
             == _json(reference, "results.json")["roc_auc"])
 
