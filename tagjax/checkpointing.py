@@ -32,8 +32,9 @@ from orbax.checkpoint import checkpoint_managers
 _ITEMS = ("state", "data", "meta")
 # The metric a best checkpoint carries (orbax writes it beside the items, as `metrics`).
 _SCORE = "valid_roc_auc"
-# The folders of the earlier layout, one manager each.
+# The folders of the earlier layout, one manager each, and the suffix they take to be removed.
 _LEGACY = ("latest", "best")
+_REMOVED = ".removed"
 
 
 def _score(metrics: dict) -> float:
@@ -84,6 +85,9 @@ class RunCheckpoints:
         self.workdir = os.path.abspath(workdir)
         self.directory = os.path.join(self.workdir, "checkpoints")
         self.read_only = read_only
+        if not read_only and jax.process_index() == 0:
+            for name in _LEGACY:  # what a kill while removing the earlier folders left
+                shutil.rmtree(os.path.join(self.directory, name + _REMOVED), ignore_errors=True)
         # Earlier runs' managers, read until `restore_latest` moves their steps into this one.
         self._legacy = {name: _manager(path, keep_latest=None, read_only=True)
                         for name in _LEGACY
@@ -149,7 +153,10 @@ class RunCheckpoints:
             if name in self._legacy:
                 self._legacy.pop(name).close()
                 if jax.process_index() == 0:
-                    shutil.rmtree(os.path.join(self.directory, name))
+                    # Renamed first, so that a kill leaves each earlier folder whole or gone.
+                    path = os.path.join(self.directory, name)
+                    os.replace(path, path + _REMOVED)
+                    shutil.rmtree(path + _REMOVED)
 
     def close(self) -> None:
         for manager in (*self._legacy.values(), self.manager):

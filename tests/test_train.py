@@ -131,6 +131,41 @@ def test_killed_run_resumes_to_the_same_parameters(synth_tiny_dir, tmp_path, mon
             == _json(reference, "results.json")["roc_auc"])
 
 
+def test_moving_the_earlier_layout_survives_a_kill(tmp_path, monkeypatch):
+    # Steps 3, 7 (the best) and 9 in the earlier layout; the move is killed before it removes
+    # the earlier folders, and the next resume finishes it.
+    def state(step):
+        return {"w": np.full(3, step, np.float32)}
+
+    earlier = _EarlierLayout(str(tmp_path))
+    for step, best_score in ((3, None), (7, 0.6), (9, None)):
+        meta = {"best_valid_roc_auc": -1.0 if step < 7 else 0.6, "best_step": step // 7 * 7}
+        earlier.save(step, state(step), {"position": step}, meta, best_score=best_score)
+    earlier.close()
+
+    def killed(path):
+        raise _Interrupted
+
+    checkpoints = train.checkpointing.RunCheckpoints(str(tmp_path))
+    try:
+        with monkeypatch.context() as patch, pytest.raises(_Interrupted):
+            patch.setattr(train.checkpointing.shutil, "rmtree", killed)
+            checkpoints.restore_latest(state(0))
+    finally:
+        checkpoints.close()
+    assert "latest.removed" in os.listdir(tmp_path / "checkpoints")
+    checkpoints = train.checkpointing.RunCheckpoints(str(tmp_path))
+    try:
+        restored, data_state, meta = checkpoints.restore_latest(state(0))
+        assert (restored["w"].tolist(), data_state, meta["best_step"]) == ([9.0] * 3,
+                                                                          {"position": 9}, 7)
+        assert sorted(os.listdir(tmp_path / "checkpoints")) == ["7", "9"]
+        assert checkpoints.best_step() == 7
+        assert checkpoints.restore_best(state(0))[0]["w"].tolist() == [7.0] * 3
+    finally:
+        checkpoints.close()
+
+
 def _steps(workdir):
     """The checkpoints' steps on disk (orbax's temporary folders are not numbers)."""
     names = os.listdir(os.path.join(workdir, "checkpoints"))
