@@ -35,13 +35,11 @@ def time_config(name: str, batch: int, repeats: int) -> dict:
     config.batch_size = batch
     model = train.tj_models.build(train._model_config(config, NUM_TAGS))
 
-    def tx_fn(params):
-        return train._optimizer(config, steps_per_epoch=100, params=params)
-
     # The trainer's initial state; a bag-of-frames codebook is left unfitted (its cost per step
     # does not depend on the centroids' values).
-    state = train.create_state(config, tx_fn, train.initial_variables(model, config))
-    tx = tx_fn(state.params)
+    variables = train.initial_variables(model, config)
+    tx = train._optimizer(config, steps_per_epoch=100, params=variables["params"])
+    state = train.create_state(config, tx, variables)
     step = jax.jit(train.make_train_step(model, tx), donate_argnums=0)
     rng = np.random.default_rng(0)
     crop = train._crop_samples(config)

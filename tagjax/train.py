@@ -3,8 +3,8 @@
     python -m tagjax.train --config cnn_lstm [--workdir runs/cnn_lstm] [--config.key=value ...]
 
 `--config` takes a config's name (`tagjax.configs`; `NAME:tiny`, its tiny variant) or a path
-to a config file. The work directory holds orbax checkpoints (`checkpoints/latest`,
-`checkpoints/best`), `config.json`, `metrics.jsonl`, TensorBoard events (`tensorboard/`) and,
+to a config file. The work directory holds orbax checkpoints (`checkpoints/<step>`: the latest
+two and the best), `config.json`, `metrics.jsonl`, TensorBoard events (`tensorboard/`) and,
 at the end, `results.json` with the test split's metrics and a per-tag table. Running the same
 command on a work directory that holds a checkpoint resumes it; other settings are refused (see
 `tagjax.workdirs`), and a finished run is left as it is (`--retest` tests it again).
@@ -292,13 +292,13 @@ def initial_variables(model, config) -> dict:
     return variables
 
 
-def create_state(config, tx_fn: Callable, variables: dict) -> TrainState:
+def create_state(config, tx: optax.GradientTransformation, variables: dict) -> TrainState:
     """The state before the first step, from `initial_variables` (a bag of frames already
-    fitted into them where the model has one: `_fit_bag_of_frames`)."""
+    fitted into them where the model has one: `_fit_bag_of_frames`) and the optimizer
+    (`_optimizer`, built on the same variables' `params`)."""
     _, run_key = jax.random.split(jax.random.PRNGKey(config.seed))
     variables = dict(variables)
     params = variables.pop("params")
-    tx = tx_fn(params)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
                       opt_state=tx.init(params), rng=run_key)
 
@@ -453,6 +453,50 @@ class _Logger:
             self.writer.close()
 
 
+class _LossWindow:
+    """The training losses of the steps since the last log step: kept on the device until a
+    check fetches them (one host sync for all), so the loop never waits for a step to end."""
+
+    def __init__(self):
+        self.unchecked: list[jax.Array] = []  # () each, of the latest steps
+        self.checked: list[float] = []
+
+    def add(self, loss: jax.Array) -> None:
+        self.unchecked.append(loss)
+
+    def fetch(self, step: int) -> tuple[int, float] | None:
+        """Fetches the unchecked losses, those of the steps up to `step`: the first step whose
+        loss is not finite and that loss, or None when all are."""
+        values = np.asarray(jax.device_get(self.unchecked), np.float64).reshape(-1)
+        self.unchecked = []
+        (bad,) = np.nonzero(~np.isfinite(values))
+        if bad.size:
+            return step - len(values) + 1 + int(bad[0]), float(values[bad[0]])
+        self.checked.extend(values.tolist())
+        return None
+
+    def mean_and_reset(self) -> float:
+        """The mean of the checked losses since the last reset."""
+        mean = float(np.mean(self.checked))
+        self.checked = []
+        return mean
+
+
+def _check_losses(losses: _LossWindow, step: int, checkpoints: checkpointing.RunCheckpoints,
+                  workdir: str) -> None:
+    """Raises `TrainingDivergedError` if a loss up to `step` is not finite."""
+    if (diverged := losses.fetch(step)) is None:
+        return
+    bad_step, loss = diverged
+    last = checkpoints.latest_step()
+    kept = (f"the last good checkpoint is step {last} in {workdir}/checkpoints"
+            if last is not None else "no checkpoint had been saved yet")
+    raise TrainingDivergedError(
+        f"The training loss became {loss} at step {bad_step}. Nothing was saved after it: "
+        f"{kept}. Lower the learning rate (--config.optimizer.learning_rate) or set "
+        f"--config.optimizer.clip_norm, then rerun the same command to resume.")
+
+
 def _mesh_shardings(num_devices: int) -> tuple[NamedSharding, NamedSharding]:
     """Shardings of a batch (split over a `data` axis) and of the state (replicated).
 
@@ -519,9 +563,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     # Model and state.
     model = tj_models.build(_model_config(config, len(tags)))
 
-    def tx_fn(params):
-        return _optimizer(config, steps_per_epoch, params)
-
     checkpoints = checkpointing.RunCheckpoints(workdir)
     resuming = checkpoints.latest_step() is not None
     variables = initial_variables(model, config)
@@ -535,8 +576,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if not resuming and _uses_bag_of_frames(config):
         variables = _fit_bag_of_frames(
             variables, config, _frame_batches(model, variables, config, sources["train"], stored))
-    state = create_state(config, tx_fn, variables)
-    tx = tx_fn(state.params)
+    tx = _optimizer(config, steps_per_epoch, variables["params"])
+    state = create_state(config, tx, variables)
     if stored is not None:
         input_key = "frontend_output"
         train_iter = stored.training_batches(seed=config.seed)
@@ -563,7 +604,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     step = int(state.step)
     progress = tqdm(total=total_steps, initial=step, disable=not is_main or not config.progress,
                     desc=os.path.basename(os.path.normpath(workdir)), unit="step")
-    window_loss, window_clips, window_start = [], 0, time.perf_counter()
+    losses, window_clips, window_start = _LossWindow(), 0, time.perf_counter()
     batch = next(train_iter) if step < total_steps else None
     try:
         while step < total_steps:
@@ -577,31 +618,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                      or step + 1 == total_steps)
             position = train_iter.get_state() if saves else None
             batch = next(train_iter) if step + 1 < total_steps else None
-            loss = float(step_metrics["loss"])
-            if not math.isfinite(loss):
-                last = checkpoints.latest_step()
-                kept = (f"the last good checkpoint is step {last} in {workdir}/checkpoints/latest"
-                        if last is not None else "no checkpoint had been saved yet")
-                raise TrainingDivergedError(
-                    f"The training loss became {loss} at step {step + 1}. Nothing was saved after "
-                    f"it: {kept}. Lower the learning rate (--config.optimizer.learning_rate) or "
-                    f"set --config.optimizer.clip_norm, then rerun the same command to resume.")
             step += 1
-            window_loss.append(loss)
+            losses.add(step_metrics["loss"])
             window_clips += config.batch_size
-            if step % config.log_every_steps == 0 or step == total_steps:
+            logs = step % config.log_every_steps == 0 or step == total_steps
+            if logs or saves:
+                # The loop's only waits for the device: other steps queue behind the running
+                # one. Before every save, so that nothing is saved after a NaN.
+                _check_losses(losses, step, checkpoints, workdir)
+            if logs:
                 elapsed = time.perf_counter() - window_start
                 clips_per_second = window_clips / max(elapsed, 1e-9)
-                train_loss = float(np.mean(window_loss))
+                train_loss = losses.mean_and_reset()
                 progress.set_postfix(loss=f"{train_loss:.4f}", clips_s=f"{clips_per_second:.1f}")
                 logger.write(step, {"train_loss": train_loss, "clips_per_second": clips_per_second,
                                     "learning_rate": float(_learning_rate(
                                         config, steps_per_epoch)(step))})
-                window_loss, window_clips, window_start = [], 0, time.perf_counter()
+                window_clips, window_start = 0, time.perf_counter()
             progress.update(1)
 
             if end_of_epoch or saves:
                 meta["train_seconds"] = seconds_before + time.perf_counter() - started
+            best_score = None
             if end_of_epoch:
                 meta["epoch"] = step // steps_per_epoch
                 valid_batches = (stored.validation_batches() if stored is not None
@@ -615,9 +653,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                                f"ROC-AUC {report['roc_auc']:.4f}  PR-AUC {report['pr_auc']:.4f}")
                 if report["roc_auc"] > meta["best_valid_roc_auc"]:
                     meta["best_valid_roc_auc"], meta["best_step"] = report["roc_auc"], step
-                    checkpoints.save_best(step, state, position, dict(meta))
+                    best_score = report["roc_auc"]
             if saves:
-                checkpoints.save_latest(step, state, position, dict(meta))
+                checkpoints.save(step, state, position, dict(meta), best_score=best_score)
             if step_hook is not None:
                 step_hook(step)
         progress.close()

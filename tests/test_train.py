@@ -6,6 +6,7 @@ import os
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from tagjax import train
@@ -40,32 +41,140 @@ def _params(workdir):
     return jax.tree.map(np.asarray, variables)
 
 
-def test_killed_run_resumes_to_the_same_parameters(tiny_config, tmp_path):
-    # 7 steps an epoch: checkpoints at steps 3 and 6 (every 3) and 7 (end of epoch). An
-    # interruption at step 5 loses steps 4-5, which the resumed run must replay identically.
+def _interrupt_at(stop):
+    def interrupt(step):
+        if step == stop:
+            raise _Interrupted
+
+    return interrupt
+
+
+class _EarlierLayout:
+    """The checkpoints as tagjax saved them before one orbax manager kept them all: a manager
+    in `checkpoints/latest/` (two steps) and one in `checkpoints/best/` (one step, the previous
+    best deleted by hand), behind the interface the training loop uses now."""
+
+    def __init__(self, workdir):
+        def manager(name, max_to_keep):
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
+                cleanup_tmp_directories=True)
+            return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints",
+                                                      name),
+                                         options=options, item_names=("state", "data", "meta"))
+
+        self.latest, self.best = manager("latest", 2), manager("best", 1)
+
+    def latest_step(self):
+        return self.latest.latest_step()
+
+    def save(self, step, state, data_state, meta, *, best_score=None):
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  data=ocp.args.JsonSave(data_state if data_state is not None
+                                                         else {}),
+                                  meta=ocp.args.JsonSave(meta))
+        if best_score is not None:
+            for old in self.best.all_steps():
+                if old != step:
+                    self.best.delete(old)
+            self.best.save(step, args=args, force=True)
+        self.latest.save(step, args=args, force=True)
+
+    def close(self):
+        self.latest.close()
+        self.best.close()
+
+
+def test_killed_run_resumes_to_the_same_parameters(tiny_config, tmp_path, monkeypatch):
+    # 7 steps an epoch: checkpoints at steps 3, 6, 9, 12 (every 3) and 7, 14 (ends of epochs,
+    # 7 the best so far). Killed at step 11 while it saves in the earlier layout of a run's
+    # checkpoints (latest/7, latest/9, best/7), then at step 13, the run resumes from 9, then
+    # from 12, and must replay the lost steps identically.
     config = tiny_config("mfcc_lstm")
     reference = str(tmp_path / "uninterrupted")
     train.train_and_evaluate(config, reference)
 
     resumed = str(tmp_path / "interrupted")
+    with monkeypatch.context() as patch, pytest.raises(_Interrupted):
+        patch.setattr(train.checkpointing, "RunCheckpoints", _EarlierLayout)
+        train.train_and_evaluate(config, resumed, step_hook=_interrupt_at(11))
+    checkpoints = os.path.join(resumed, "checkpoints")
+    earlier = {name: sorted(os.listdir(os.path.join(checkpoints, name)))
+               for name in ("latest", "best")}
+    assert earlier == {"latest": ["7", "9"], "best": ["7"]}
+    # Inference reads the earlier layout as it is, and leaves it so.
+    _, best, _ = train.restore_model(resumed, which="best")
+    _, latest, _ = train.restore_model(resumed, which="latest")
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(best),
+                                                        jax.tree.leaves(latest), strict=True))
+    assert {name: sorted(os.listdir(os.path.join(checkpoints, name)))
+            for name in ("latest", "best")} == earlier
 
-    def interrupt(step):
-        if step == 5:
-            raise _Interrupted
-
+    # Resuming moves those steps into the one manager, which keeps the latest two and the best.
     with pytest.raises(_Interrupted):
-        train.train_and_evaluate(config, resumed, step_hook=interrupt)
-    assert os.path.isdir(os.path.join(resumed, "checkpoints", "latest", "3"))
-    train.train_and_evaluate(config, resumed)
+        train.train_and_evaluate(config, resumed, step_hook=_interrupt_at(13))
+    assert os.listdir(checkpoints) and not {"latest", "best"} & set(os.listdir(checkpoints))
+    assert _steps(resumed) == [7, 9, 12]
+    _, moved_best, _ = train.restore_model(resumed, which="best")
+    jax.tree.map(np.testing.assert_array_equal, moved_best, best)
 
-    expected, actual = _params(reference), _params(resumed)
-    jax.tree.map(np.testing.assert_array_equal, actual, expected)
+    train.train_and_evaluate(config, resumed)
+    assert _steps(resumed) == _steps(reference)
+    jax.tree.map(np.testing.assert_array_equal, _params(resumed), _params(reference))
+    _, reference_best, _ = train.restore_model(reference, which="best")
+    _, resumed_best, _ = train.restore_model(resumed, which="best")
+    jax.tree.map(np.testing.assert_array_equal, resumed_best, reference_best)
     assert (_json(resumed, "results.json")["roc_auc"]
             == _json(reference, "results.json")["roc_auc"])
 
 
-def test_nan_loss_stops_with_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
-    config = tiny_config("mfcc_lstm", num_epochs=1)
+def test_moving_the_earlier_layout_survives_a_kill(tmp_path, monkeypatch):
+    # Steps 3, 7 (the best) and 9 in the earlier layout; the move is killed before it removes
+    # the earlier folders, and the next resume finishes it.
+    def state(step):
+        return {"w": np.full(3, step, np.float32)}
+
+    earlier = _EarlierLayout(str(tmp_path))
+    for step, best_score in ((3, None), (7, 0.6), (9, None)):
+        meta = {"best_valid_roc_auc": -1.0 if step < 7 else 0.6, "best_step": step // 7 * 7}
+        earlier.save(step, state(step), {"position": step}, meta, best_score=best_score)
+    earlier.close()
+
+    def killed(path):
+        raise _Interrupted
+
+    checkpoints = train.checkpointing.RunCheckpoints(str(tmp_path))
+    try:
+        with monkeypatch.context() as patch, pytest.raises(_Interrupted):
+            patch.setattr(train.checkpointing.shutil, "rmtree", killed)
+            checkpoints.restore_latest(state(0))
+    finally:
+        checkpoints.close()
+    assert "latest.removed" in os.listdir(tmp_path / "checkpoints")
+    checkpoints = train.checkpointing.RunCheckpoints(str(tmp_path))
+    try:
+        restored, data_state, meta = checkpoints.restore_latest(state(0))
+        assert (restored["w"].tolist(), data_state, meta["best_step"]) == ([9.0] * 3,
+                                                                          {"position": 9}, 7)
+        assert sorted(os.listdir(tmp_path / "checkpoints")) == ["7", "9"]
+        assert checkpoints.best_step() == 7
+        assert checkpoints.restore_best(state(0))[0]["w"].tolist() == [7.0] * 3
+    finally:
+        checkpoints.close()
+
+
+def _steps(workdir):
+    """The checkpoints' steps on disk (orbax's temporary folders are not numbers)."""
+    names = os.listdir(os.path.join(workdir, "checkpoints"))
+    return sorted(int(name) for name in names if name.isdigit())
+
+
+# Steps are logged every 2 steps (a NaN at step 5 found at step 6, a log step and a save), or
+# every 4 (found before the save at step 6, which is no log step).
+@pytest.mark.parametrize("log_every_steps", [2, 4])
+def test_nan_loss_stops_with_last_good_checkpoint(log_every_steps, tiny_config, tmp_path,
+                                                  monkeypatch):
+    config = tiny_config("mfcc_lstm", num_epochs=1, log_every_steps=log_every_steps)
     real_loader = train.tj_data.train_loader
 
     class PoisonedIterator:
@@ -100,7 +209,7 @@ def test_nan_loss_stops_with_last_good_checkpoint(tiny_config, tmp_path, monkeyp
     with pytest.raises(train.TrainingDivergedError,
                        match=r"step 5.*last good checkpoint is step 3"):
         train.train_and_evaluate(config, workdir)
-    assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "latest"))) == ["3"]
+    assert _steps(workdir) == [3]
     params = _params(workdir)
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(params))
 
