@@ -1,6 +1,6 @@
 """The training step of `cnn_lstm`, `fcn` and `short_res` against the same networks in PyTorch.
 
-    pip install -e .[bench-torch]       # or: pip install torch --index-url https://download.pytorch.org/whl/cpu
+    pip install -e ".[bench-torch]" --extra-index-url https://download.pytorch.org/whl/cpu
     python benchmarks/torch_peer.py [--configs cnn_lstm,fcn,short_res] [--batch 16] [--rounds 5]
         [--steps-per-round 4] [--threads 2] [--no-compile] [--out benchmarks/results/torch_peer.json]
 
