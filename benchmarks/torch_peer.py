@@ -2,7 +2,7 @@
 
     pip install -e ".[bench-torch]" --extra-index-url https://download.pytorch.org/whl/cpu
     python benchmarks/torch_peer.py [--configs cnn_lstm,fcn,short_res] [--batch 16] [--rounds 5]
-        [--steps-per-round 4] [--threads 2] [--no-compile] [--out benchmarks/results/torch_peer.json]
+        [--steps-per-round 4] [--threads 2] [--no-compile] [--out PATH.json]
 
 PyTorch is a benchmark-only dependency (the `bench-torch` extra); tagjax never imports it.
 
@@ -30,6 +30,7 @@ alike. The table gives the median step over all rounds, and the ratio PyTorch's 
 import argparse
 import copy
 import importlib
+import itertools
 import json
 import os
 import platform
@@ -103,7 +104,7 @@ class TorchChoiCNN(nn.Module):
         momentum = 1 - frontend.bn_momentum
         widths = (1, *frontend.channels)
         self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1, bias=False)
-                                   for a, b in zip(widths[:-1], widths[1:], strict=True))
+                                   for a, b in itertools.pairwise(widths))
         self.norms = nn.ModuleList(nn.BatchNorm2d(b, momentum=momentum) for b in widths[1:])
         assert frontend.activation == "elu" and tuple(frontend.kernel_size) == (3, 3)
 
@@ -143,7 +144,7 @@ class TorchShortChunkResNet(nn.Module):
         self.log_mel = TorchLogMel(frontend)
         widths = (1, *frontend.channels)
         self.blocks = nn.ModuleList(TorchResidualBlock(a, b, 1 - frontend.bn_momentum)
-                                    for a, b in zip(widths[:-1], widths[1:], strict=True))
+                                    for a, b in itertools.pairwise(widths))
 
     def forward(self, audio):
         x = self.log_mel(audio)[:, None]
@@ -231,7 +232,8 @@ def torch_model(model) -> TorchTagger:
 def _norm_pairs(module, flax_params, flax_stats):
     pairs = [(module.weight, flax_params["scale"]), (module.bias, flax_params["bias"])]
     if flax_stats is not None:
-        pairs += [(module.running_mean, flax_stats["mean"]), (module.running_var, flax_stats["var"])]
+        pairs += [(module.running_mean, flax_stats["mean"]),
+                  (module.running_var, flax_stats["var"])]
     return pairs
 
 
