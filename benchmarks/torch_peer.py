@@ -74,17 +74,22 @@ class TorchLogMel(nn.Module):
         filterbank = tj_mel._mel_filterbank_np(float(frontend.sample_rate), frontend.n_fft,
                                                frontend.n_mels, float(frontend.fmin),
                                                float(fmax), frontend.htk, frontend.mel_norm)
-        self.register_buffer("window", torch.tensor(window, dtype=torch.float32))
-        self.register_buffer("filterbank", torch.tensor(filterbank, dtype=torch.float32))
+        # Not buffers: `.float()` would round them once and a float64 copy would keep that
+        # rounding. Each dtype gets the float64 values rounded once, as tagjax casts them.
+        self.constants = {dtype: (torch.tensor(window, dtype=dtype),
+                                  torch.tensor(filterbank, dtype=dtype))
+                          for dtype in (torch.float32, torch.float64)}
+        self.n_bins = filterbank.shape[0]
         self.global_norm = frontend.normalize == "batchnorm_global"
         self.input_norm = nn.BatchNorm1d(1 if self.global_norm else frontend.n_mels,
                                          eps=frontend.bn_epsilon, momentum=1 - frontend.bn_momentum)
 
     def forward(self, audio):
-        spectrum = torch.stft(audio, self.n_fft, self.hop, window=self.window, center=True,
+        window, filterbank = self.constants[audio.dtype]
+        spectrum = torch.stft(audio, self.n_fft, self.hop, window=window, center=True,
                               pad_mode=self.pad_mode, return_complex=True)  # (batch, bins, frames)
         power = spectrum.real.square() + spectrum.imag.square()
-        db = 10.0 * torch.log10(torch.clamp(power.transpose(1, 2) @ self.filterbank, min=1e-10))
+        db = 10.0 * torch.log10(torch.clamp(power.transpose(1, 2) @ filterbank, min=1e-10))
         if self.top_db is not None:
             db = torch.maximum(db, db.amax(dim=(1, 2), keepdim=True) - self.top_db)
         if self.global_norm:  # one statistic over the whole spectrogram
@@ -308,7 +313,7 @@ def tolerance(net: TorchTagger, steps: int, unit_roundoff: float) -> float:
     step of the sequence. The backward pass runs the same chain again: gradients get twice the
     bound.
     """
-    depth = [int(np.log2(net.frontend.log_mel.n_fft)), net.frontend.log_mel.filterbank.shape[0]]
+    depth = [int(np.log2(net.frontend.log_mel.n_fft)), net.frontend.log_mel.n_bins]
     for module in net.modules():
         if isinstance(module, nn.Conv2d):
             depth.append(module.in_channels * module.kernel_size[0] * module.kernel_size[1])
