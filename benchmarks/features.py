@@ -1,7 +1,8 @@
 """Log-mel and MFCC throughput: tagjax (one jit over the batch) against librosa, same batch.
 
     python benchmarks/features.py                 # 16 clips x 29.1 s at 16 kHz, n_fft 512, hop 256
-    python benchmarks/features.py --breakdown     # also: where tagjax's time goes, stage by stage
+    python benchmarks/features.py --breakdown     # also: where the time goes, stage by stage
+                                                  # (tagjax's and librosa's)
 
 Each repeat runs every candidate once, in turn, so that a busy machine slows all of them alike;
 the table gives medians over repeats and the median of the per-repeat speed-ups over librosa.
@@ -130,6 +131,29 @@ def stage_functions(cfg) -> dict:
             for name, fn in stages.items()}
 
 
+def librosa_stage_functions(cfg) -> dict:
+    """librosa's log-mel cut after each stage, clip by clip as `librosa_log_mel`, NumPy's BLAS
+    limited to one thread. Framing, window and FFT are one call in librosa (`stft`)."""
+    filterbank = librosa.filters.mel(sr=cfg.sr, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
+
+    def spectrum(clip):
+        return librosa.stft(clip, n_fft=cfg.n_fft, hop_length=cfg.hop_length)
+
+    def power(clip):
+        return np.abs(spectrum(clip)) ** 2
+
+    def mel(clip):
+        return filterbank @ power(clip)
+
+    def log_mel(clip):
+        return librosa.power_to_db(mel(clip))
+
+    stages = {"frames + window + rfft": spectrum, "+ |.|^2": power, "+ mel product": mel,
+              "+ log": log_mel}
+    return {name: one_blas_thread(lambda batch, fn=fn: [fn(clip) for clip in batch])
+            for name, fn in stages.items()}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=16)
@@ -220,6 +244,17 @@ def main():
             breakdown.append(dict(stage=name, cumulative_ms=cumulative,
                                   increment_ms=cumulative - previous))
             print(f"  {name:16s} {cumulative:8.1f} ms  (+{cumulative - previous:.1f})")
+            previous = cumulative
+        librosa_stages = librosa_stage_functions(cfg)
+        librosa_times = interleaved_timings({k: (fn, batch) for k, fn in librosa_stages.items()},
+                                            cfg.repeats)
+        previous = 0.0
+        print("\nlibrosa's log-mel, the same cuts (BLAS one thread, medians):")
+        for name, values in librosa_times.items():
+            cumulative = 1e3 * float(np.median(values))
+            breakdown.append(dict(stage=f"librosa {name}", cumulative_ms=cumulative,
+                                  increment_ms=cumulative - previous))
+            print(f"  {name:22s} {cumulative:8.1f} ms  (+{cumulative - previous:.1f})")
             previous = cumulative
 
     result = dict(

@@ -7,6 +7,9 @@ training frames and then frozen), a recurrent network read sequence-to-one, or p
 
 import flax.linen as nn
 import jax.numpy as jnp
+from flax.linen import initializers
+from flax.linen.recurrent import DenseParams
+from jax import lax
 
 from tagjax import features
 from tagjax.models.registry import register_summary
@@ -75,6 +78,11 @@ class _RecurrentStack(nn.Module):
     pool: int
     cell_type = nn.RNNCellBase  # a class attribute, not a field: set by each subclass
 
+    def recurrent_layer(self, x, layer: int):
+        """One layer over the whole sequence: `(batch, frames, dim)` -> `(batch, frames,
+        hidden)`."""
+        return nn.RNN(self.cell_type(self.hidden, name=f"layer{layer}"), unroll=self.unroll)(x)
+
     @nn.compact
     def __call__(self, x, *, train: bool = False):
         _require_frames(x, self)
@@ -84,16 +92,41 @@ class _RecurrentStack(nn.Module):
         for layer in range(self.num_layers):
             if layer > 0:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
-            cell = self.cell_type(self.hidden, name=f"layer{layer}")
-            x = nn.RNN(cell, unroll=self.unroll)(x)
+            x = self.recurrent_layer(x, layer)
         return x[:, -1]
+
+
+class _LSTMLayerParams(nn.Module):
+    """The parameters of Flax's `OptimizedLSTMCell`, by the same names, initialisers and order
+    (so the same key gives the same values): kernels `i{gate}` `(dim, hidden)` for the input,
+    `h{gate}` `(hidden, hidden)` and biases for the hidden state, gates i, f, g, o.
+
+    Returns the gates' kernels concatenated, `(dim, 4 hidden)` and `(hidden, 4 hidden)`, and
+    the bias `(4 hidden,)`."""
+
+    hidden: int
+
+    @nn.compact
+    def __call__(self, x):
+        input_kernels, hidden_kernels, biases = [], [], []
+        for gate in "ifgo":  # each key is derived from the parameter's name
+            kernel, _ = DenseParams(self.hidden, use_bias=False, name=f"i{gate}")(x)
+            input_kernels.append(kernel)
+            kernel, bias = DenseParams(self.hidden, use_bias=True,
+                                       kernel_init=initializers.orthogonal(),
+                                       name=f"h{gate}")(jnp.zeros((self.hidden,), x.dtype))
+            hidden_kernels.append(kernel)
+            biases.append(bias)
+        return (jnp.concatenate(input_kernels, axis=-1), jnp.concatenate(hidden_kernels, axis=-1),
+                jnp.concatenate(biases))
 
 
 @register_summary("lstm")
 class LSTMSummary(_RecurrentStack):
     """Stacked LSTM read sequence-to-one: `(batch, frames, dim)` -> `(batch, hidden)`.
 
-    The slides' LSTM_2 (two layers, f in R^1024). Each layer is Flax's `OptimizedLSTMCell`
+    The slides' LSTM_2 (two layers, f in R^1024). Each layer computes Flax's `OptimizedLSTMCell`
+    (its parameters, names and initial values; see `recurrent_layer`)
     (gates i, f, g, o with one bias each; forget-gate bias initialised at 0). The summary is
     the last layer's hidden state after the last frame.
 
@@ -111,7 +144,25 @@ class LSTMSummary(_RecurrentStack):
     dropout: float = 0.0
     unroll: int = 1
     pool: int = 1
-    cell_type = nn.OptimizedLSTMCell
+
+    def recurrent_layer(self, x, layer: int):
+        """`OptimizedLSTMCell`'s equations with the input part of every step taken out of the
+        loop: one `(batch x frames, dim) @ (dim, 4 hidden)` product before the scan, which is
+        then left with the `(batch, hidden) @ (hidden, 4 hidden)` recurrent product. The sums
+        are the cell's, in its order (hidden part + bias, then + input part)."""
+        input_kernel, hidden_kernel, bias = _LSTMLayerParams(self.hidden, name=f"layer{layer}")(x)
+        input_part = jnp.swapaxes(x @ input_kernel, 0, 1)  # (frames, batch, 4 hidden)
+        zeros = jnp.zeros((x.shape[0], self.hidden), jnp.result_type(x, hidden_kernel))
+
+        def step(carry, input_t):
+            c, h = carry
+            i, f, g, o = jnp.split((h @ hidden_kernel + bias) + input_t, 4, axis=-1)
+            c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
+            h = nn.sigmoid(o) * jnp.tanh(c)
+            return (c, h), h
+
+        _, outputs = lax.scan(step, (zeros, zeros), input_part, unroll=self.unroll)
+        return jnp.swapaxes(outputs, 0, 1)
 
 
 @register_summary("gru")
