@@ -21,6 +21,8 @@ import os
 import re
 from typing import Any
 
+from tagjax.rundir import CONFIG_FILE
+
 # Fields that may change when a run resumes: they change how it is logged, checkpointed, read
 # and evaluated in batches, not the parameters it learns. More `num_epochs` extends the run.
 SAFE_FIELDS = ("num_epochs", "progress", "log_every_steps", "checkpoint_every_steps",
@@ -28,7 +30,6 @@ SAFE_FIELDS = ("num_epochs", "progress", "log_every_steps", "checkpoint_every_st
 # Fields added to the configs after runs were made, at the value that does what those runs did:
 # a stored config without the field and a requested one with this value are the same run.
 ADDED_FIELDS = {"frozen_crops_per_clip": 0, "frozen_outputs_dir": "", "model.summary.pool": 1}
-CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 
 

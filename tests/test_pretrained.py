@@ -19,6 +19,7 @@ import pytest
 import soundfile
 
 import tagjax as tj
+from tagjax import chunking
 from tagjax import tag as tag_cli
 from tagjax.models import pretrained
 
@@ -177,7 +178,7 @@ def test_tagger_matches_original_graph_end_to_end_from_audio(inputs, name):
         np.testing.assert_allclose(result.chunk_probabilities[:2], taggram, rtol=0,
                                    atol=PROBABILITY_ATOL)
         np.testing.assert_allclose(result.chunk_weights, [1, 1, 256 / 47872], rtol=1e-6)
-        np.testing.assert_allclose(result.chunk_starts, [0, 2.992, 5.984], rtol=1e-9)
+        np.testing.assert_allclose(result.chunk_start_seconds, [0, 2.992, 5.984], rtol=1e-9)
     # One track at a time, in other batches: the same numbers.
     alone = tj.Tagger.pretrained(name, batch_size=1, workers=1)
     for audio, result in zip(inputs["audio"], results, strict=True):
@@ -200,7 +201,7 @@ def test_embeddings_are_the_original_layers(inputs, loaded):
         tagger = tj.Tagger.pretrained("musicnn-mtt", batch_size=4, embedding=embedding)
         assert tagger.embedding_dim == reference.shape[-1]
         for audio, per_chunk in zip(inputs["audio"], reference, strict=True):
-            chunks, _ = tag_cli.chunk_track(audio, tagger.chunk_samples, tagger.hop_samples,
+            chunks, _ = chunking.chunk_track(audio, tagger.chunk_samples, tagger.hop_samples,
                                             tagger.lead_samples)
             _, got = tag_cli.compiled_forward(tagger.model)(tagger.variables, chunks[:2])
             _assert_features_close(got, per_chunk)
@@ -229,7 +230,7 @@ def test_float32_input_stays_finite_where_the_originals_float16_overflows(inputs
 def test_chunks_with_lead_context_match_explicit_slicing(num_samples, hop):
     x = np.random.default_rng(num_samples).standard_normal(num_samples).astype(np.float32)
     chunk, lead = 48128, 256
-    chunks, weights = tag_cli.chunk_track(x, chunk, hop, lead)
+    chunks, weights = chunking.chunk_track(x, chunk, hop, lead)
     padded = np.concatenate([np.zeros(lead, np.float32), x, np.zeros(2 * chunk, np.float32)])
     span = chunk - lead
     n = 1 + max(0, -(-(num_samples - span) // hop))
@@ -331,7 +332,7 @@ def test_plot_of_a_pretrained_model(clip_files, tmp_path):
     # few units in the last place of values up to about 6.
     np.testing.assert_allclose(shown, np.log10(1 + 10000 * np.asarray(mel, np.float64)),
                                rtol=0, atol=4e-6)
-    positions, labels = plot._mel_axis(tagger.model.frontend, SR)
+    positions, labels = plot._mel_axis(plot.spectrogram_frontend(tagger))
     assert labels[:3] == ["100", "250", "500"] and labels[-1] == "4k"
     assert np.all(np.diff(positions) > 0) and 0 < positions[0] < positions[-1] < 96
     assert [plot.minutes_seconds(t) for t in (0, 59.6, 75, 3725)] == [

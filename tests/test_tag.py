@@ -22,6 +22,7 @@ import signals
 import soundfile
 
 import tagjax as tj
+from tagjax import chunking
 from tagjax import tag as tag_cli
 from tagjax.data import AudioDecodeError, load_audio
 
@@ -95,11 +96,11 @@ def _direct(direct, x: np.ndarray, hop: int):
 @pytest.mark.parametrize("hop", [100, 40, 130])
 def test_chunk_track_matches_explicit_slicing(num_samples, hop):
     x = np.random.default_rng(num_samples).standard_normal(num_samples).astype(np.float32)
-    chunks, weights = tag_cli.chunk_track(x, 100, hop)
+    chunks, weights = chunking.chunk_track(x, 100, hop)
     expected_chunks, expected_weights = _reference_chunks(x, 100, hop)
     np.testing.assert_array_equal(chunks, expected_chunks)
     np.testing.assert_allclose(weights, expected_weights, rtol=1e-7)
-    np.testing.assert_array_equal(tag_cli.chunk_starts(num_samples, 100, hop),
+    np.testing.assert_array_equal(chunking.tile_starts(num_samples, 100, hop),
                                   np.arange(len(expected_chunks)) * hop)
 
 
@@ -108,11 +109,11 @@ def test_chunk_track_matches_explicit_slicing(num_samples, hop):
 def test_stream_chunks_equal_chunk_track_for_any_split(num_samples, hop, lead):
     rng = np.random.default_rng(num_samples)
     x = rng.standard_normal(num_samples).astype(np.float32)
-    expected_chunks, expected_weights = tag_cli.chunk_track(x, 100, hop, lead)
+    expected_chunks, expected_weights = chunking.chunk_track(x, 100, hop, lead)
     # Blocks of 0 to 300 samples: empty ones, ones shorter than a hop, ones longer than a chunk.
     cuts = np.sort(rng.integers(0, num_samples + 1, size=rng.integers(0, 12)))
     blocks = np.split(x, cuts)
-    streamed = list(tag_cli.stream_chunks(iter(blocks), 100, hop, lead))
+    streamed = list(chunking.stream_chunks(iter(blocks), 100, hop, lead))
     np.testing.assert_array_equal(np.stack([c for c, _ in streamed]), expected_chunks)
     np.testing.assert_array_equal(np.array([w for _, w in streamed]), expected_weights)
     assert all(c.dtype == np.float32 and w.dtype == np.float32 for c, w in streamed)
@@ -121,7 +122,7 @@ def test_stream_chunks_equal_chunk_track_for_any_split(num_samples, hop, lead):
 def test_weighted_mean_is_numpy_average():
     rng = np.random.default_rng(0)
     values, weights = rng.random((7, 3, 2)), rng.random(7)
-    np.testing.assert_allclose(tag_cli.weighted_mean(values, weights),
+    np.testing.assert_allclose(chunking.weighted_mean(values, weights),
                                np.average(values, axis=0, weights=weights), rtol=1e-6)
 
 
@@ -142,7 +143,8 @@ def test_tag_and_embed_equal_weighted_mean_of_direct_chunk_predictions(taggers, 
     np.testing.assert_allclose(tagger.tag(x), probabilities, RTOL, ATOL)
     np.testing.assert_allclose(tagger.embed(x), embedding, RTOL, ATOL)
     assert result.duration == len(x) / SR
-    np.testing.assert_allclose(result.chunk_starts, np.arange(len(chunk_probabilities)) * hop / SR)
+    np.testing.assert_allclose(result.chunk_start_seconds,
+                               np.arange(len(chunk_probabilities)) * hop / SR)
 
 
 def test_short_track_is_the_model_on_the_zero_padded_chunk(taggers, direct):

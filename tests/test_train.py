@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from runs import tiny_config
 
-from tagjax import cli, train
+from tagjax import cli, rundir, train
 
 
 def _json(workdir, name):
@@ -29,7 +29,7 @@ def test_trained_run_writes_results_and_checkpoints(trained_run):
     assert any("valid_roc_auc" in line for line in lines)
     assert any("train_loss" in line for line in lines)
     assert os.listdir(os.path.join(trained_run, "tensorboard"))
-    model, variables, run_config = train.restore_model(trained_run)
+    model, variables, run_config = rundir.restore(trained_run)
     logits = model.apply(variables, np.zeros((2, 16000), np.float32), train=False)
     assert logits.shape == (2, len(run_config.tags))
 
@@ -39,7 +39,7 @@ class _Interrupted(Exception):
 
 
 def _params(workdir):
-    _, variables, _ = train.restore_model(workdir, which="latest")
+    _, variables, _ = rundir.restore(workdir, which="latest")
     return jax.tree.map(np.asarray, variables)
 
 
@@ -127,7 +127,7 @@ def test_every_config_trains(name, synth_tiny_dir, tmp_path):
     report = train.train_and_evaluate(config, str(tmp_path / name))
     assert np.isfinite(report["roc_auc"]) and report["best_step"] == 7
     if name.endswith("bof"):
-        _, variables, _ = train.restore_model(str(tmp_path / name))
+        _, variables, _ = rundir.restore(str(tmp_path / name))
         centroids = variables["kmeans"]["summary"]["centroids"]
         assert centroids.shape[0] == config.model.summary.k and np.abs(centroids).sum() > 0
 
@@ -160,8 +160,8 @@ def test_transfer_learning_freezes_the_transplanted_front_end(trained_run, synth
     config = tiny_config("cnn_bof", synth_tiny_dir, num_epochs=1, init_from=trained_run)
     workdir = str(tmp_path / "transfer")
     train.train_and_evaluate(config, workdir)
-    _, source, _ = train.restore_model(trained_run)
-    _, target, _ = train.restore_model(workdir)
+    _, source, _ = rundir.restore(trained_run)
+    _, target, _ = rundir.restore(workdir)
     for collection in ("params", "batch_stats"):
         jax.tree.map(np.testing.assert_array_equal, target[collection]["frontend"],
                      source[collection]["frontend"])
@@ -185,7 +185,7 @@ def test_transfer_from_a_pretrained_model(name, frozen, synth_tiny_dir, tmp_path
     report = train.train_and_evaluate(config, workdir)
     assert np.isfinite(report["roc_auc"])
     _, published, _ = pretrained.load(config.init_from)
-    _, trained, _ = train.restore_model(workdir)
+    _, trained, _ = rundir.restore(workdir)
     for collection in ("params", "batch_stats"):
         moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(),
                              trained[collection]["frontend"], published[collection]["frontend"])
@@ -203,7 +203,7 @@ def _check_validation_read_the_stored_outputs(config, workdir):
     from tagjax import frozen_frontend
 
     assert config.frozen_crops_per_clip > 0
-    model, variables, _ = train.restore_model(workdir)
+    model, variables, _ = rundir.restore(workdir)
     sources, _ = train._sources(config)
     valid = train._eval_loader(config, sources["valid"])
     stored = np.load(os.path.join(workdir, "frontend_outputs", "valid.npy"))
