@@ -16,7 +16,10 @@ audio (a 0.2 s tail padded to a 3 s chunk counts for 0.2 s, not for a whole chun
 decode and resample in a pool of threads (libsndfile and soxr release the GIL), block by block
 (`tj.data.stream_audio`), a bounded number of tracks and of chunks per track ahead of the model,
 so decoding overlaps inference and memory stays bounded by the batch for any number and any
-length of files.
+length of files. `Tagger.predict` runs in three stages: the chunk stream (decoding and cutting,
+`tagjax.chunking`), the batcher (chunks into model calls) and the reassembler (each track's
+chunk outputs into its `tagjax.results.TrackResult`). A training run is loaded through
+`tagjax.rundir`, never through the training module.
 
 An array is one track when it is 1-D, `(samples,)`; several tracks are a list of 1-D arrays. A
 2-D array is refused: `soundfile.read` gives `(frames, channels)`, `librosa.load(mono=False)`
@@ -195,7 +198,7 @@ class Tagger:
       hop_seconds: seconds between chunk starts; None for chunks that tile the track without
         overlap (`chunk_seconds` less the lead).
       lead_samples: samples of context the model reads before the stretch a chunk describes
-        (see `chunk_track`); 0 for models trained on centred crops.
+        (see `tagjax.chunking.chunk_track`); 0 for models trained on centred crops.
       batch_size: chunks per model call, shared by the tracks; every call has this shape, so
         it compiles once. None for `default_batch_size()`.
       workers: decoding threads; None for `min(4, cpu count)`.
