@@ -397,6 +397,9 @@ def evaluate_as_tagged(model, variables, config, source, tags: list[str]
 
     Returns:
       The report (`metrics.tagging_report`) and the track probabilities `(tracks, num_tags)`.
+
+    Every host tags the whole split on one device, as `Tagger` does: this is a second, unsharded
+    pass over the test split, kept out of the per-epoch validation.
     """
     from tagjax.data import schema
     from tagjax.tag import Tagger
@@ -405,7 +408,7 @@ def evaluate_as_tagged(model, variables, config, source, tags: list[str]
                     chunk_seconds=config.crop_seconds, batch_size=config.eval_batch_size)
     labels = []
 
-    def tracks():  # one example in memory at a time, however long the split
+    def tracks():  # read as the tagger needs them: a few in memory, however long the split
         for i in range(len(source)):
             example = source[i]
             labels.append(np.asarray(example["labels"]) > 0)
