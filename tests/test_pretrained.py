@@ -8,6 +8,8 @@ alone) and end to end from the audio (tagjax's own STFT and mel filterbank), for
 models, jitted, at several batch sizes.
 """
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -261,7 +263,7 @@ def clip_files(inputs, tmp_path_factory):
 def test_tag_uses_musicnn_mtt_without_a_workdir(clip_files, capsys):
     paths, broken = clip_files
     assert tag_cli.main([*paths, "--json", "--top", "3", "--batch-size", "4"]) == 0
-    printed = tag_cli.json.loads(capsys.readouterr().out)
+    printed = json.loads(capsys.readouterr().out)
     tagger = tj.Tagger.pretrained("musicnn-mtt", batch_size=4)
     for track, path in zip(printed, paths, strict=True):
         want = tag_cli.top_tags(tagger.tag(path), tagger.tags, 3)
@@ -279,14 +281,14 @@ def test_taggram_json_and_csv_give_every_chunk(clip_files, capsys):
     tagger = tj.Tagger.pretrained("musicnn-mtt", batch_size=4)
     [result] = tagger.predict(paths[:1])
     assert tag_cli.main([paths[0], "--taggram", "--json", "--batch-size", "4"]) == 0
-    [track] = tag_cli.json.loads(capsys.readouterr().out)
+    [track] = json.loads(capsys.readouterr().out)
     taggram = track["taggram"]
     assert taggram["tags"] == tagger.tags
     np.testing.assert_allclose(taggram["start"], [0.0, 2.992, 5.984])
     np.testing.assert_allclose(taggram["end"], [2.992, 5.984, 6.0])
     np.testing.assert_allclose(taggram["probabilities"], result.chunk_probabilities, atol=1e-6)
     assert tag_cli.main([paths[0], "--taggram", "--csv", "--batch-size", "4"]) == 0
-    rows = list(tag_cli.csv.reader(capsys.readouterr().out.splitlines()))
+    rows = list(csv.reader(capsys.readouterr().out.splitlines()))
     assert rows[0] == ["path", "start", "end", *tagger.tags]
     assert [row[1] for row in rows[1:]] == ["0.000", "2.992", "5.984"]
     np.testing.assert_allclose(np.array([row[3:] for row in rows[1:]], float),
@@ -364,7 +366,7 @@ def test_index_and_similar_with_a_pretrained_model(clip_files, tmp_path, capsys)
     soundfile.write(query, soundfile.read(paths[0])[0][: 4 * SR], SR)
     capsys.readouterr()
     assert similar.main([query, "--index", out, "--json", "--batch-size", "4"]) == 0
-    answer = tag_cli.json.loads(capsys.readouterr().out)
+    answer = json.loads(capsys.readouterr().out)
     assert answer["neighbours"][0]["path"] == paths[0]
 
 
