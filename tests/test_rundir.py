@@ -10,6 +10,7 @@ import subprocess
 import flax
 import jax
 import numpy as np
+import pytest
 
 import tagjax as tj
 from tagjax import rundir
@@ -100,3 +101,16 @@ def test_write_config_then_read_config(tmp_path):
     assert run.train.to_dict() == json.loads(json.dumps(config.to_dict()))
     assert run.tags == ["a", "b"] and run.model_full.num_tags == 2
     assert run.versions["dataset"]["version"] == "1.0.0"
+
+
+def test_workdirs_reads_config_json_through_rundir(tmp_path):
+    from tagjax import workdirs
+
+    (tmp_path / "config.json").write_text('{"train": {"batch_size": 4}, "tags": "rock"}')
+    with pytest.raises(workdirs.WorkdirError) as error:
+        workdirs.plan_run(os.fspath(tmp_path), {"batch_size": 4})
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'config.json'}: not a tagjax run config")
+    assert message.endswith("use a new --workdir") and "\n" not in message
+    (tmp_path / "config.json").write_text('{"train": {"batch_size": 4}, "tags": ["rock"]}')
+    assert workdirs.plan_run(os.fspath(tmp_path), {"batch_size": 4}).status == "resume"
