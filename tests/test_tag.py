@@ -570,12 +570,13 @@ def test_evaluation_gives_each_track_the_taggers_probabilities(trained_run, dire
 
     clips = [schema.int16_to_audio(np.asarray(source[i]["audio"])) for i in range(len(source))]
     tagger = tj.Tagger.from_workdir(trained_run, batch_size=run.train.eval_batch_size)
-    np.testing.assert_array_equal(probabilities, tagger.tag(clips))
+    tagged = tagger.tag(clips)
+    np.testing.assert_array_equal(probabilities, tagged)
     for clip, track_probabilities in zip(clips, probabilities, strict=True):
         _, expected, _ = _direct(direct, clip, CHUNK)
         np.testing.assert_allclose(track_probabilities, expected, RTOL, ATOL)
     labels = np.stack([np.asarray(source[i]["labels"]) for i in range(len(source))])
-    expected_report = metrics.tagging_report(labels, tagger.tag(clips), tags)
+    expected_report = metrics.tagging_report(labels, tagged, tags)
     for key in ("roc_auc", "pr_auc", "excluded_tags", "num_examples"):
         assert report[key] == expected_report[key]
     # Training wrote the same scores of its best checkpoint into results.json.
