@@ -68,11 +68,10 @@ def cost(compiled) -> dict:
 
 
 def step_candidate(model, config, batches):
-    def tx_fn(params):
-        return train._optimizer(config, steps_per_epoch=100, params=params)
-
-    state = train.create_state(config, tx_fn, train.initial_variables(model, config))
-    step = jax.jit(train.make_train_step(model, tx_fn(state.params)), donate_argnums=0)
+    variables = train.initial_variables(model, config)
+    tx = train._optimizer(config, steps_per_epoch=100, params=variables["params"])
+    state = train.create_state(config, tx, variables)
+    step = jax.jit(train.make_train_step(model, tx), donate_argnums=0)
     compiled = step.lower(state, batches[0]).compile()
     holder = {"state": state}
 

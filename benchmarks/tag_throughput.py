@@ -215,6 +215,7 @@ def run(args) -> dict:
     import librosa
 
     import tagjax as tj
+    from tagjax import chunking
     from tagjax import tag as tagging
     from tagjax.data import load_audio
 
@@ -239,7 +240,7 @@ def run(args) -> dict:
         except tj.data.AudioDecodeError as error:
             failures[path] = error.reason
     audio_seconds = sum(len(x) for x in tracks.values()) / sr
-    chunks = np.concatenate([tagging.chunk_track(x, tagger.chunk_samples, tagger.hop_samples)[0]
+    chunks = np.concatenate([chunking.chunk_track(x, tagger.chunk_samples, tagger.hop_samples)[0]
                              for x in tracks.values()])
     print(f"{len(tracks)} tracks, {audio_seconds / 60:.1f} min of audio, {len(chunks)} chunks "
           f"of {tagger.chunk_seconds} s, {len(failures)} broken file(s)", file=sys.stderr)

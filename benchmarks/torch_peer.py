@@ -459,11 +459,9 @@ def run_config(name: str, args) -> dict:
     parity = check_parity(quiet_model, variables, quiet_net, audio[0], labels[0])
 
     # tagjax: the trainer's jitted step.
-    def tx_fn(params):
-        return train._optimizer(config, steps_per_epoch=STEPS_PER_EPOCH, params=params)
-
-    state = train.create_state(config, tx_fn, variables)
-    jax_step = jax.jit(train.make_train_step(model, tx_fn(state.params)), donate_argnums=0)
+    tx = train._optimizer(config, steps_per_epoch=STEPS_PER_EPOCH, params=variables["params"])
+    state = train.create_state(config, tx, variables)
+    jax_step = jax.jit(train.make_train_step(model, tx), donate_argnums=0)
     jax_batches = [{"audio": jnp.asarray(a), "labels": jnp.asarray(y)}
                    for a, y in zip(audio, labels, strict=True)]
     start = time.perf_counter()

@@ -193,7 +193,9 @@ def score_other_soundfont(out: str, names: list[str], soundfont: str,
             labels, scores, mapping = zeroshot.shared_tag_scores(tagger, source, tags)
             report = metrics.tagging_report(labels, scores, list(mapping))
         else:
-            model, variables, run = train.restore_model(os.path.join(out, name))
+            from tagjax import rundir
+
+            model, variables, run = rundir.restore(os.path.join(out, name))
             predict = jax.jit(train.make_predict(model))
             report = train.evaluate(predict, variables, train._eval_loader(run.train, source),
                                     list(tags), np.asarray)

@@ -53,11 +53,11 @@ def training_crops(lengths: Sequence[int], crop_samples: int, crops_per_clip: in
 def evaluation_chunks(lengths: Sequence[int], chunk_samples: int, n_chunks: int) -> np.ndarray:
     """`(clips * n_chunks, 2)` int64 rows `(clip, start)`: the chunks `tj.data.eval_loader`
     cuts, track by track."""
-    from tagjax.data.pipeline import chunk_starts
+    from tagjax.chunking import evenly_spaced_starts
 
     rows = []
     for clip, length in enumerate(lengths):
-        starts = chunk_starts(max(int(length), chunk_samples), chunk_samples, n_chunks)
+        starts = evenly_spaced_starts(max(int(length), chunk_samples), chunk_samples, n_chunks)
         rows.extend((clip, int(start)) for start in starts)
     return np.asarray(rows, np.int64).reshape(-1, 2)
 

@@ -14,39 +14,45 @@ import numpy as np
 from tagjax import features
 
 
-def display_log_mel(tagger, samples: np.ndarray) -> np.ndarray:
-    """The compressed mel spectrogram `(frames, n_mels)` of a whole track as the model's front
-    end computes it (its own `log_mel`), frame `t` centred on sample `t * hop_length`; front
-    ends without one get `tj.models.LogMel`'s dB mel spectrogram."""
-    import jax.numpy as jnp
+def spectrogram_frontend(tagger):
+    """The module whose `log_mel` the plot draws: the model's front end when it computes one
+    (every `tj.models.LogMel`: the spectrogram the model hears, with its FFT, hop, mel bands,
+    padding and compression), else a default `tj.models.LogMel` at the tagger's rate. The
+    spectrogram and its mel axis both come from this one module's own settings."""
+    from tagjax.models import LogMel
 
     frontend = tagger.model.frontend
+    return frontend if isinstance(frontend, LogMel) else LogMel(sample_rate=tagger.sample_rate)
+
+
+def display_log_mel(tagger, samples: np.ndarray) -> np.ndarray:
+    """The compressed mel spectrogram `(frames, n_mels)` of a whole track as the model's front
+    end computes it (`spectrogram_frontend(tagger).log_mel`), frame `t` centred on sample
+    `t * hop_length`."""
+    import jax.numpy as jnp
+
+    frontend = spectrogram_frontend(tagger)
     # An uncentred front end reads `lead_samples` before each frame: padding both ends by that
     # much gives the frames of a centred spectrogram of the track.
     pad = tagger.lead_samples
     audio = jnp.asarray(np.pad(np.asarray(samples, np.float32), (pad, pad)))[None]
-    if hasattr(frontend, "log_mel"):
+    if frontend is tagger.model.frontend:
         log_mel = tagger.model.apply(tagger.variables, audio,
                                      method=lambda model, x: model.frontend.log_mel(x))
     else:
-        from tagjax.models import LogMel
-
-        log_mel = LogMel(sample_rate=tagger.sample_rate).log_mel(audio)
+        log_mel = frontend.log_mel(audio)
     return np.asarray(log_mel[0])
 
 
-def _mel_axis(frontend, sample_rate: int) -> tuple[np.ndarray, list[str]]:
-    """Tick positions (in mel bands, band `k` spanning `[k, k + 1]`) and labels in Hz for a
-    front end's mel axis."""
-    from tagjax.models import LogMel
-
-    n_mels, fmin, fmax, htk = (getattr(frontend, name, getattr(LogMel, name))
-                               for name in ("n_mels", "fmin", "fmax", "htk"))
-    fmax = sample_rate / 2 if fmax is None else fmax
-    centres = features.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax, htk=htk)[1:-1]
+def _mel_axis(frontend) -> tuple[np.ndarray, list[str]]:
+    """Tick positions (in mel bands, band `k` spanning `[k, k + 1]`) and labels in Hz for the
+    mel axis of a `spectrogram_frontend`."""
+    fmax = frontend.sample_rate / 2 if frontend.fmax is None else frontend.fmax
+    centres = features.mel_frequencies(frontend.n_mels + 2, fmin=frontend.fmin, fmax=fmax,
+                                       htk=frontend.htk)[1:-1]
     hz = [f for f in (100, 250, 500, 1000, 2000, 4000, 8000, 16000)
           if centres[0] <= f <= centres[-1]]
-    positions = np.interp(hz, centres, np.arange(n_mels)) + 0.5
+    positions = np.interp(hz, centres, np.arange(frontend.n_mels)) + 0.5
     return positions, [f"{f // 1000}k" if f >= 1000 else str(f) for f in hz]
 
 
@@ -81,7 +87,7 @@ def plot_track(tagger, result, out_path: str | os.PathLike, *, samples: np.ndarr
     from matplotlib.figure import Figure
 
     from tagjax.data import load_audio
-    from tagjax.tag import top_tags
+    from tagjax.results import top_tags
 
     if samples is None:
         if result.source is None:
@@ -100,15 +106,15 @@ def plot_track(tagger, result, out_path: str | os.PathLike, *, samples: np.ndarr
     image = spectrogram_axes.imshow(
         log_mel.T, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
         extent=(0.0, duration, 0, log_mel.shape[1]))
-    spectrogram_axes.set_yticks(*_mel_axis(tagger.model.frontend, tagger.sample_rate))
+    frontend = spectrogram_frontend(tagger)
+    spectrogram_axes.set_yticks(*_mel_axis(frontend))
     spectrogram_axes.set_ylabel("frequency (Hz, mel scale)")
     title = os.path.basename(result.source) if result.source else f"track {result.index}"
     if tagger.model_name:
         title += f"  ({tagger.model_name})"
     spectrogram_axes.set_title(title)
-    compression = getattr(tagger.model.frontend, "compression", "db")
     figure.colorbar(image, ax=spectrogram_axes,
-                    label="dB" if compression == "db" else "log10(1 + C S)")
+                    label="dB" if frontend.compression == "db" else "log10(1 + C S)")
 
     mesh = tags_axes.pcolormesh(edges, np.arange(len(best) + 1), rows, cmap="viridis",
                                 vmin=0.0, vmax=1.0, shading="flat")

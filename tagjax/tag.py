@@ -16,7 +16,10 @@ audio (a 0.2 s tail padded to a 3 s chunk counts for 0.2 s, not for a whole chun
 decode and resample in a pool of threads (libsndfile and soxr release the GIL), block by block
 (`tj.data.stream_audio`), a bounded number of tracks and of chunks per track ahead of the model,
 so decoding overlaps inference and memory stays bounded by the batch for any number and any
-length of files.
+length of files. `Tagger.predict` runs in three stages: the chunk stream (decoding and cutting,
+`tagjax.chunking`), the batcher (chunks into model calls) and the reassembler (each track's
+chunk outputs into its `tagjax.results.TrackResult`). A training run is loaded through
+`tagjax.rundir`, never through the training module.
 
 An array is one track when it is 1-D, `(samples,)`; several tracks are a list of 1-D arrays. A
 2-D array is refused: `soundfile.read` gives `(frames, channels)`, `librosa.load(mono=False)`
@@ -27,14 +30,10 @@ is (mix channels to mono first: `samples.mean(axis=1)` for soundfile's layout).
 import argparse
 import collections
 import concurrent.futures
-import csv
 import dataclasses
 import errno
 import functools
 import hashlib
-import io
-import json
-import math
 import os
 import queue
 import sys
@@ -44,167 +43,21 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from tagjax import rundir
+from tagjax.chunking import stream_chunks, weighted_mean
+from tagjax.results import TrackFailure as TrackFailure
+from tagjax.results import TrackResult as TrackResult
+from tagjax.results import format_csv as format_csv
+from tagjax.results import format_json as format_json
+from tagjax.results import format_table as format_table
+from tagjax.results import top_tags as top_tags
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3")
 # Tracks being decoded ahead of the model, per decoding thread: enough to keep the threads busy
 # while the model runs, few enough that a long list of files never piles up in memory.
 _TRACKS_AHEAD_PER_WORKER = 2
 # How long a decoding thread waits at a full queue before it looks whether tagging has stopped.
 _QUEUE_POLL_SECONDS = 0.1
-
-
-# ----------------------------------------------------------------------------------------------
-# Chunks
-
-
-def chunk_starts(num_samples: int, chunk_samples: int, hop_samples: int) -> np.ndarray:
-    """Starts of the chunks that tile a track, `(n_chunks,)` int64.
-
-    Chunk `k` starts at `k * hop_samples`; there are as many as it takes for the last one to
-    reach the end of the track, `1 + ceil((num_samples - chunk_samples) / hop_samples)`, and
-    one for a track no longer than a chunk.
-    """
-    if chunk_samples <= 0 or hop_samples <= 0:
-        raise ValueError(f"chunk_samples and hop_samples must be > 0, got {chunk_samples} and "
-                         f"{hop_samples}")
-    n_chunks = 1 + math.ceil(max(num_samples - chunk_samples, 0) / hop_samples)
-    return np.arange(n_chunks, dtype=np.int64) * hop_samples
-
-
-def chunk_track(samples: np.ndarray, chunk_samples: int, hop_samples: int,
-                lead_samples: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Cuts a track into chunks, zero-padding the end, with each chunk's share of real audio.
-
-    A model may read `lead_samples` of context before the stretch of track it describes (an
-    uncentred STFT reads `n_fft // 2` samples before its first frame's centre): chunk `k` then
-    holds the track from `k * hop_samples - lead_samples`, with zeros before the track's start,
-    and describes the `chunk_samples - lead_samples` samples from `k * hop_samples`.
-
-    Args:
-      samples: `(num_samples,)` mono audio.
-      chunk_samples: samples per chunk, context included.
-      hop_samples: samples between the starts of consecutive chunks (`chunk_samples -
-        lead_samples` for chunks that tile the track without overlap).
-      lead_samples: samples of context before each chunk's stretch (0: none).
-
-    Returns:
-      `chunks (n_chunks, chunk_samples)` float32 (a read-only view of the padded track) and
-      `weights (n_chunks,)` float32, the fraction of each chunk's stretch that is real audio.
-    """
-    if not 0 <= lead_samples < chunk_samples:
-        raise ValueError(f"lead_samples must be in [0, chunk_samples), got {lead_samples}")
-    samples = np.asarray(samples, np.float32)
-    span = chunk_samples - lead_samples
-    starts = chunk_starts(len(samples), span, hop_samples)
-    real = np.clip(len(samples) - starts, 0, span)
-    padding = int(starts[-1]) + span - len(samples)
-    samples = np.pad(samples, (lead_samples, max(padding, 0)))
-    chunks = np.lib.stride_tricks.sliding_window_view(samples, chunk_samples)[starts]
-    return chunks, (real / span).astype(np.float32)
-
-
-def stream_chunks(blocks: Iterable[np.ndarray], chunk_samples: int, hop_samples: int,
-                  lead_samples: int = 0) -> Iterator[tuple[np.ndarray, np.float32]]:
-    """`chunk_track` over a track that arrives in blocks, one chunk at a time.
-
-    Holds at most a chunk and a block of the track: a chunk is yielded as soon as the track
-    covers it, and the chunks that reach past its end once the blocks run out. The chunks and
-    weights are `chunk_track`'s on the blocks joined, value for value.
-
-    Args:
-      blocks: the track's `(n,)` pieces, in order (empty ones allowed).
-      chunk_samples, hop_samples, lead_samples: as in `chunk_track`.
-
-    Yields:
-      `(chunk (chunk_samples,) float32, weight float32)`, each chunk a new array.
-    """
-    if not 0 <= lead_samples < chunk_samples:
-        raise ValueError(f"lead_samples must be in [0, chunk_samples), got {lead_samples}")
-    if hop_samples <= 0:
-        raise ValueError(f"hop_samples must be > 0, got {hop_samples}")
-    span = chunk_samples - lead_samples
-    # `buffer` holds the track from position `buffer_start` on (negative: the zeros of the lead);
-    # the next chunk describes the track from `start` and reads it from `start - lead_samples`.
-    buffer, buffer_start = np.zeros(lead_samples, np.float32), -lead_samples
-    start, n_chunks, num_samples = 0, 0, 0
-    for block in blocks:
-        block = np.asarray(block, np.float32)
-        num_samples += len(block)
-        buffer = np.concatenate([buffer, block])
-        while buffer_start + len(buffer) >= start + span:
-            first = start - lead_samples - buffer_start
-            yield buffer[first:first + chunk_samples].copy(), np.float32(1.0)
-            start, n_chunks = start + hop_samples, n_chunks + 1
-        unread = min(start - lead_samples - buffer_start, len(buffer))  # before the next chunk
-        buffer, buffer_start = buffer[unread:], buffer_start + unread
-    # The chunks that reach past the end: as many as `chunk_starts` counts, zero-padded.
-    while n_chunks == 0 or start - hop_samples + span < num_samples:
-        first = start - lead_samples - buffer_start
-        piece = buffer[first:first + chunk_samples]
-        weight = np.float32(min(max(num_samples - start, 0), span) / span)
-        yield np.pad(piece, (0, chunk_samples - len(piece))), weight
-        start, n_chunks = start + hop_samples, n_chunks + 1
-
-
-def weighted_mean(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """`sum_k w_k v_k / sum_k w_k` over the first axis: `(n, ...)` and `(n,)` -> `(...)`."""
-    weights = np.asarray(weights, np.float64)
-    mean = np.tensordot(weights, np.asarray(values, np.float64), axes=1) / weights.sum()
-    return mean.astype(np.float32)
-
-
-# ----------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclasses.dataclass(frozen=True)
-class TrackResult:
-    """The tags and embedding of one track.
-
-    Attributes:
-      index: the track's position in the input.
-      source: the file's path, or None for an array.
-      duration: seconds of audio.
-      probabilities: `(num_tags,)` tag probabilities, the weighted mean over the chunks.
-      embedding: `(dim,)` the model's penultimate activation, the weighted mean over the chunks.
-      chunk_probabilities: `(n_chunks, num_tags)` each chunk's tag probabilities.
-      chunk_weights: `(n_chunks,)` the fraction of each chunk that is real audio.
-      chunk_starts: `(n_chunks,)` each chunk's start in seconds.
-    """
-
-    index: int
-    source: str | None
-    duration: float
-    probabilities: np.ndarray
-    embedding: np.ndarray
-    chunk_probabilities: np.ndarray
-    chunk_weights: np.ndarray
-    chunk_starts: np.ndarray
-
-
-@dataclasses.dataclass(frozen=True)
-class TrackFailure:
-    """A track that could not be tagged, and why.
-
-    Attributes:
-      index: the track's position in the input.
-      source: the file's path.
-      reason: what went wrong, in words.
-    """
-
-    index: int
-    source: str
-    reason: str
-
-    @property
-    def message(self) -> str:
-        return f"{self.source}: {self.reason}"
-
-
-def top_tags(probabilities: np.ndarray, tags: Sequence[str], k: int) -> list[tuple[str, float]]:
-    """The `k` most probable tags, `[(tag, probability), ...]`, most probable first (ties in tag
-    order)."""
-    order = np.argsort(-np.asarray(probabilities), kind="stable")[:k]
-    return [(tags[i], float(probabilities[i])) for i in order]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,7 +198,7 @@ class Tagger:
       hop_seconds: seconds between chunk starts; None for chunks that tile the track without
         overlap (`chunk_seconds` less the lead).
       lead_samples: samples of context the model reads before the stretch a chunk describes
-        (see `chunk_track`); 0 for models trained on centred crops.
+        (see `tagjax.chunking.chunk_track`); 0 for models trained on centred crops.
       batch_size: chunks per model call, shared by the tracks; every call has this shape, so
         it compiles once. None for `default_batch_size()`.
       workers: decoding threads; None for `min(4, cpu count)`.
@@ -426,21 +279,13 @@ class Tagger:
           FileNotFoundError: the directory holds no `config.json` or no checkpoint.
           ValueError: the `config.json` is not a run's config (the message names it).
         """
-        from tagjax import train
+        import json
 
-        workdir = os.path.abspath(os.fspath(workdir))
-        config_path = os.path.join(workdir, "config.json")
-        config_json = json.dumps(_read_run_config(config_path), sort_keys=True)
-        try:
-            model, variables, run_config = train.restore_model(workdir, which=which)
-        except (KeyError, AttributeError, TypeError) as error:  # fields missing or mistyped
-            raise ValueError(f"{config_path}: not the config of a model this tagjax builds "
-                             f"({type(error).__name__}: {error})") from error
-        return cls(model, variables, tags=list(run_config.tags),
-                   sample_rate=run_config.train.sample_rate,
-                   chunk_seconds=run_config.train.crop_seconds, hop_seconds=hop_seconds,
-                   batch_size=batch_size, workers=workers, workdir=workdir,
-                   model_id=model_fingerprint(config_json, variables))
+        model, variables, run = rundir.restore(workdir, which=which)
+        return cls(model, variables, tags=run.tags, sample_rate=run.train.sample_rate,
+                   chunk_seconds=run.train.crop_seconds, hop_seconds=hop_seconds,
+                   batch_size=batch_size, workers=workers, workdir=run.workdir,
+                   model_id=model_fingerprint(json.dumps(run.saved, sort_keys=True), variables))
 
     @classmethod
     def pretrained(cls, name: str = "musicnn-mtt", *, hop_seconds: float | None = None,
@@ -558,8 +403,6 @@ class Tagger:
           ValueError: an array is not 1-D, is empty, is not float or holds non-finite values,
             or `sample_rate` is not a rate.
         """
-        import tqdm
-
         from tagjax.data.audio import checked_sample_rate
 
         array_rate = (self.sample_rate if sample_rate is None
@@ -568,37 +411,79 @@ class Tagger:
         items = [self._checked_array(item, i)
                  if not isinstance(item, str | os.PathLike) else os.fspath(item)
                  for i, item in enumerate(items)]
-        waiting = collections.deque()  # tracks in input order, until all their chunks are back
-        in_flight = collections.deque()  # dispatched batches whose outputs are not yet read
-        batch, rows = self._new_batch(), []
-        bar = tqdm.tqdm(total=len(items), unit="track", disable=None if progress is None
+        yield from self._results(items, array_rate, progress, total=len(items))
+
+    def predict_arrays(self, arrays: Iterable[np.ndarray], *, progress: bool | None = False
+                       ) -> Iterator[TrackResult]:
+        """`predict` for tracks that are already mono float32 arrays at `self.sample_rate`,
+        read one by one as tagging needs them (a data set's split, say), and not checked.
+
+        Args:
+          arrays: an iterable of `(samples,)` float32 arrays, each non-empty.
+          progress: show a progress bar (None: only on a terminal).
+
+        Yields:
+          `TrackResult`, in the order of `arrays`.
+        """
+        yield from self._results(arrays, self.sample_rate, progress, total=None)
+
+    def _results(self, items: Iterable, array_rate: int, progress: bool | None,
+                 total: int | None) -> Iterator[TrackResult | TrackFailure]:
+        """Tagging in three stages: the chunk stream (`_chunk_stream`: tracks decoded and cut in
+        threads), the batcher (`_batches`: chunks of any tracks into fixed-shape model calls)
+        and the reassembler (`_reassemble`: each track's outputs into its result)."""
+        import tqdm
+
+        bar = tqdm.tqdm(total=total, unit="track", disable=None if progress is None
                         else not progress, desc="tagging")
+        chunk_stream = self._chunk_stream(items, array_rate)
+        try:
+            for result in _reassemble(self._batches(chunk_stream), self.hop_seconds):
+                bar.update(1)
+                yield result
+        finally:
+            chunk_stream.close()  # stops the decoding threads if tagging stopped early
+            bar.close()
+
+    def _chunk_stream(self, items: Iterable, array_rate: int
+                      ) -> Iterator["_TrackStart | _Chunk | _TrackEnd"]:
+        """The chunk stream: for each track in input order, its start, its chunks as they are
+        decoded and its end (its length, or why it could not be decoded)."""
         tracks_ahead = self._chunked(items, array_rate)
         try:
             for index, item, chunks in tracks_ahead:
-                track = _PendingTrack(index, item if isinstance(item, str) else None,
-                                      self.hop_seconds)
-                waiting.append(track)
+                yield _TrackStart(index, item if isinstance(item, str) else None)
+                n_chunks = 0
                 for chunk, weight in chunks:
-                    batch[len(rows)] = chunk
-                    rows.append((track, track.add_chunk(weight)))
-                    if len(rows) == self.batch_size:
-                        in_flight.append((self._forward(self.variables, batch), rows))
-                        batch, rows = self._new_batch(), []
-                        # Read the previous batch while this one runs.
-                        if len(in_flight) > 1:
-                            _scatter(*in_flight.popleft())
-                            yield from _finished(waiting, bar)
-                track.close(chunks.num_samples / self.sample_rate, chunks.failure)
-                yield from _finished(waiting, bar)
-            if rows:
-                in_flight.append((self._forward(self.variables, batch), rows))
-            while in_flight:
-                _scatter(*in_flight.popleft())
-            yield from _finished(waiting, bar)
+                    yield _Chunk(index, chunk, weight)
+                    n_chunks += 1
+                yield _TrackEnd(index, n_chunks, chunks.num_samples / self.sample_rate,
+                                chunks.failure)
         finally:
-            tracks_ahead.close()  # stops the decoding threads if tagging stopped early
-            bar.close()
+            tracks_ahead.close()
+
+    def _batches(self, events: Iterator) -> Iterator["_TrackStart | _ChunkOutput | _TrackEnd"]:
+        """The batcher: the stream's chunks, whatever their tracks, into batches of
+        `batch_size` (the last one zero-padded), one batch in the model while the previous
+        one's outputs are read; each chunk comes back as a `_ChunkOutput`, in stream order, and
+        the stream's other events pass through as they come."""
+        in_flight = collections.deque()  # dispatched batches whose outputs are not yet read
+        batch, rows = self._new_batch(), []
+        for event in events:
+            if not isinstance(event, _Chunk):
+                yield event
+                continue
+            batch[len(rows)] = event.audio
+            rows.append((event.track, event.weight))
+            if len(rows) == self.batch_size:
+                in_flight.append((self._forward(self.variables, batch), rows))
+                batch, rows = self._new_batch(), []
+                if len(in_flight) > 1:  # read the previous batch while this one runs
+                    yield from _chunk_outputs(*in_flight.popleft())
+        if rows:
+            in_flight.append((self._forward(self.variables, batch), rows))
+        while in_flight:
+            yield from _chunk_outputs(*in_flight.popleft())
 
     def _new_batch(self) -> np.ndarray:
         # A fresh buffer per batch: jit may read a NumPy argument after dispatch returns.
@@ -617,7 +502,7 @@ class Tagger:
             raise ValueError(f"track {index}: the audio holds NaN or infinite values")
         return array.astype(np.float32, copy=False)
 
-    def _chunked(self, items: list, array_rate: int) -> Iterator[tuple[int, object, "_Chunks"]]:
+    def _chunked(self, items: Iterable, array_rate: int) -> Iterator[tuple[int, object, "_Chunks"]]:
         """`(index, item, its chunks)` in order, each track decoded and chunked by a thread of a
         pool, at most `workers * _TRACKS_AHEAD_PER_WORKER` tracks and `batch_size` chunks per
         track ahead of the model."""
@@ -672,29 +557,6 @@ class Tagger:
             chunks.put(("failed", error.reason))
         except Exception as error:  # one file that trips the decoder must not end a long run
             chunks.put(("failed", f"unexpected {type(error).__name__} while decoding: {error}"))
-
-
-def _read_run_config(path: str) -> dict:
-    """The JSON of a run's `config.json`: `{"train": {...}, "tags": [str, ...]}`.
-
-    Raises:
-      FileNotFoundError: no such file (the message says what the folder should be).
-      ValueError: the file is not valid JSON of that form (the message names it).
-    """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{os.path.dirname(path)}: no config.json; is this a tagjax "
-                                f"training work directory?")
-    try:
-        with open(path, "rb") as f:
-            saved = json.loads(f.read())
-    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
-        raise ValueError(f"{path}: not a readable run config ({error})") from error
-    if not (isinstance(saved, dict) and isinstance(saved.get("train"), dict)
-            and isinstance(saved.get("tags"), list)
-            and all(isinstance(tag, str) for tag in saved["tags"])):
-        raise ValueError(f"{path}: not a tagjax run config (expected an object with \"train\" "
-                         f"settings and a list of \"tags\")")
-    return saved
 
 
 def _not_one_track(shape: tuple) -> str:
@@ -770,138 +632,91 @@ class _Chunks:
                         "a decoding thread ended without finishing its track") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class _TrackStart:
+    track: int
+    source: str | None  # the file, or None for an array
+
+
+@dataclasses.dataclass(frozen=True)
+class _Chunk:
+    track: int
+    audio: np.ndarray  # (chunk_samples,)
+    weight: np.float32  # its share of real audio
+
+
+@dataclasses.dataclass(frozen=True)
+class _ChunkOutput:
+    track: int
+    weight: np.float32
+    probabilities: np.ndarray  # (num_tags,)
+    embedding: np.ndarray  # (dim,) float64
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrackEnd:
+    track: int
+    n_chunks: int
+    duration: float  # seconds decoded
+    failure: str | None  # why it could not be decoded, if it could not
+
+
+def _chunk_outputs(outputs, rows: list[tuple[int, np.float32]]) -> Iterator[_ChunkOutput]:
+    probabilities, embeddings = (np.asarray(x) for x in outputs)
+    for row, (track, weight) in enumerate(rows):
+        yield _ChunkOutput(track, weight, probabilities[row], embeddings[row].astype(np.float64))
+
+
 class _PendingTrack:
-    """A track whose chunks are in the model: their outputs are filled in as batches return,
-    and it is done once it has been read to its end and every output is back.
+    """A track whose chunks are in the model: it is done once its end has been read and every
+    chunk's output is back. The embeddings are summed as they come (weighted, in float64)
+    rather than kept per chunk."""
 
-    The embeddings are summed as they come (weighted, in float64) rather than kept per chunk.
-    """
-
-    def __init__(self, index: int, source: str | None, hop_seconds: float):
-        self.index, self.source, self.hop_seconds = index, source, hop_seconds
+    def __init__(self, start: _TrackStart, hop_seconds: float):
+        self.index, self.source, self.hop_seconds = start.track, start.source, hop_seconds
         self.weights, self.probabilities = [], []
         self.embedding_sum = 0.0
-        self.remaining = 0  # chunks dispatched whose outputs are not back
-        self.closed, self.duration, self.failure = False, 0.0, None
+        self.end = None
 
-    def add_chunk(self, weight: np.float32) -> int:
-        self.weights.append(weight)
-        self.probabilities.append(None)
-        self.remaining += 1
-        return len(self.weights) - 1
-
-    def fill(self, k: int, probabilities: np.ndarray, embedding: np.ndarray) -> None:
-        self.probabilities[k] = probabilities
-        self.embedding_sum = self.embedding_sum + np.float64(self.weights[k]) * embedding
-        self.remaining -= 1
-
-    def close(self, duration: float, failure: str | None) -> None:
-        self.closed, self.duration, self.failure = True, duration, failure
+    def add(self, output: _ChunkOutput) -> None:
+        self.weights.append(output.weight)
+        self.probabilities.append(output.probabilities)
+        self.embedding_sum = self.embedding_sum + np.float64(output.weight) * output.embedding
 
     @property
     def done(self) -> bool:
-        return self.closed and self.remaining == 0
+        return self.end is not None and len(self.weights) == self.end.n_chunks
 
     def outcome(self) -> TrackResult | TrackFailure:
-        if self.failure is not None:
+        if self.end.failure is not None:
             source = self.source if self.source is not None else f"<array {self.index}>"
-            return TrackFailure(self.index, source, self.failure)
+            return TrackFailure(self.index, source, self.end.failure)
         weights = np.asarray(self.weights, np.float32)
         probabilities = np.stack(self.probabilities).astype(np.float32)
         embedding = self.embedding_sum / np.asarray(weights, np.float64).sum()
         return TrackResult(
-            index=self.index, source=self.source, duration=self.duration,
+            index=self.index, source=self.source, duration=self.end.duration,
             probabilities=weighted_mean(probabilities, weights),
             embedding=np.asarray(embedding, np.float32), chunk_probabilities=probabilities,
-            chunk_weights=weights, chunk_starts=np.arange(len(weights)) * self.hop_seconds)
+            chunk_weights=weights,
+            chunk_start_seconds=np.arange(len(weights)) * self.hop_seconds)
 
 
-def _scatter(outputs, rows) -> None:
-    probabilities, embeddings = (np.asarray(x) for x in outputs)
-    for row, (track, k) in enumerate(rows):
-        track.fill(k, probabilities[row], embeddings[row].astype(np.float64))
-
-
-def _finished(waiting: collections.deque, bar) -> Iterator[TrackResult | TrackFailure]:
-    while waiting and waiting[0].done:
-        track = waiting.popleft()
-        bar.update(1)
-        yield track.outcome()
-
-
-# ----------------------------------------------------------------------------------------------
-# Output
-
-
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(round(seconds), 60)
-    return f"{minutes}:{seconds:02d}"
-
-
-def chunk_times(result: TrackResult, span_seconds: float) -> tuple[np.ndarray, np.ndarray]:
-    """`(starts, ends)` in seconds of the stretch of track each chunk describes (the last one
-    ends with the track)."""
-    starts = np.asarray(result.chunk_starts, np.float64)
-    return starts, np.minimum(starts + span_seconds, result.duration)
-
-
-def format_table(results: Sequence[TrackResult], tags: Sequence[str], top: int, *,
-                 taggram: bool = False, span_seconds: float = 0.0) -> str:
-    """One line per track: its path, duration and top tags with their probabilities; with
-    `taggram`, then one line per chunk with its time and top tags."""
-    names = [r.source if r.source is not None else f"<array {r.index}>" for r in results]
-    width = max([len("track"), *map(len, names)])
-    lines = [f"{'track':<{width}}  {'length':>6}  top tags"]
-    for name, result in zip(names, results, strict=True):
-        best = "  ".join(f"{tag} {p:.2f}" for tag, p in top_tags(result.probabilities, tags, top))
-        lines.append(f"{name:<{width}}  {_duration(result.duration):>6}  {best}")
-        if taggram:
-            for start, end, chunk in zip(*chunk_times(result, span_seconds),
-                                         result.chunk_probabilities, strict=True):
-                best = "  ".join(f"{tag} {p:.2f}" for tag, p in top_tags(chunk, tags, top))
-                lines.append(f"  {_duration(start):>5}-{_duration(end):<5}  {best}")
-    return "\n".join(lines)
-
-
-def format_json(results: Sequence[TrackResult], tags: Sequence[str], top: int, *,
-                taggram: bool = False, span_seconds: float = 0.0) -> str:
-    """A JSON list: per track its path, duration in seconds and top tags (most probable first);
-    with `taggram`, also every tag's probability in every chunk: `{"tags": [...], "start":
-    [...], "end": [...], "probabilities": [[one per tag], one per chunk]}`."""
-    tracks = []
-    for r in results:
-        track = {"path": r.source, "duration": round(r.duration, 3),
-                 "tags": [{"tag": tag, "probability": round(p, 6)}
-                          for tag, p in top_tags(r.probabilities, tags, top)]}
-        if taggram:
-            starts, ends = chunk_times(r, span_seconds)
-            track["taggram"] = {
-                "tags": list(tags), "start": [round(float(t), 3) for t in starts],
-                "end": [round(float(t), 3) for t in ends],
-                "probabilities": np.round(r.chunk_probabilities.astype(np.float64), 6).tolist()}
-        tracks.append(track)
-    return json.dumps(tracks, indent=2)
-
-
-def format_csv(results: Sequence[TrackResult], tags: Sequence[str], top: int, *,
-               taggram: bool = False, span_seconds: float = 0.0) -> str:
-    """CSV with a header: one row per track and tag (path, duration, rank, tag, probability);
-    with `taggram`, one row per chunk instead: path, start, end, then one column per tag."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    if taggram:
-        writer.writerow(["path", "start", "end", *tags])
-        for r in results:
-            for start, end, chunk in zip(*chunk_times(r, span_seconds), r.chunk_probabilities,
-                                         strict=True):
-                writer.writerow([r.source, f"{start:.3f}", f"{end:.3f}",
-                                 *(f"{p:.6f}" for p in chunk)])
-        return out.getvalue().rstrip("\n")
-    writer.writerow(["path", "duration", "rank", "tag", "probability"])
-    for r in results:
-        for rank, (tag, p) in enumerate(top_tags(r.probabilities, tags, top), start=1):
-            writer.writerow([r.source, f"{r.duration:.3f}", rank, tag, f"{p:.6f}"])
-    return out.getvalue().rstrip("\n")
+def _reassemble(events: Iterator, hop_seconds: float) -> Iterator[TrackResult | TrackFailure]:
+    """The reassembler: each track's chunk outputs into its `TrackResult` (the chunks' weighted
+    mean, `tagjax.chunking.weighted_mean`), yielded in input order as soon as a track and the
+    tracks before it are complete."""
+    pending: dict[int, _PendingTrack] = {}  # in input order
+    for event in events:
+        if isinstance(event, _TrackStart):
+            pending[event.track] = _PendingTrack(event, hop_seconds)
+        elif isinstance(event, _ChunkOutput):
+            pending[event.track].add(event)
+        else:
+            pending[event.track].end = event
+        while pending and (first := next(iter(pending.values()))).done:
+            del pending[first.index]
+            yield first.outcome()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tagjax import checkpointing, frozen_frontend, metrics, workdirs
+from tagjax import checkpointing, frozen_frontend, metrics, rundir, workdirs
 from tagjax import data as tj_data
 from tagjax import models as tj_models
 from tagjax.features import kmeans_fit, pca_fit, pca_transform
@@ -45,8 +45,8 @@ class TrainingDivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class ConfigError(ValueError):
-    """A config that cannot work, found before training (the message says what to change)."""
+# A config that cannot work, found before training (the message says what to change).
+ConfigError = rundir.ConfigError
 
 
 class DataError(ValueError):
@@ -90,8 +90,17 @@ def _sources(config: ml_collections.ConfigDict, splits=("train", "valid", "test"
     return sources, list(tags)
 
 
-def _crop_samples(config) -> int:
-    return round(config.crop_seconds * config.sample_rate)
+def _dataset_record(config, sources: dict[str, Any]) -> dict:
+    """The data set a run reads, `{"name", "config", "version"}`, as its `config.json` records
+    it (TFDS's own names where the source knows them)."""
+    info = getattr(next(iter(sources.values()), None), "dataset_info", None)
+    if info is None:
+        return {"name": config.dataset.name, "config": config.dataset.get("config") or None,
+                "version": None}
+    return {"name": info.name, "config": info.config_name or None, "version": str(info.version)}
+
+
+_crop_samples = rundir.crop_samples
 
 
 def _train_loader(config, source, *, seed: int):
@@ -132,38 +141,8 @@ class TrainState:
         return {"params": self.params, **self.model_state}
 
 
-def _pretrained_name(init_from: str) -> str | None:
-    """`init_from` if it names a published model shipped with tagjax, else None."""
-    from tagjax.models import pretrained
-
-    return init_from if init_from in pretrained.available() else None
-
-
-def _model_config(config, num_tags: int) -> ml_collections.ConfigDict:
-    model_config = ml_collections.ConfigDict(config.model.to_dict())
-    name = _pretrained_name(config.init_from)
-    if name is not None:
-        # The published model's front end, as the config extends it (its `output` layer, say):
-        # what the weights need and the config does not say (the VGG-MSD's pools) comes along.
-        from tagjax.models import pretrained
-
-        published = dict(pretrained.info(name).model_config["frontend"])
-        published.pop("precision", None)
-        if model_config.frontend.name != published["name"]:
-            raise ConfigError(
-                f"init_from={name!r} is a {published['name']!r} front end, but the config's is "
-                f"{model_config.frontend.name!r}: set --config.model.frontend.name="
-                f"{published['name']}")
-        model_config.frontend = ml_collections.ConfigDict(
-            {**published, **model_config.frontend.to_dict()})
-    if model_config.summary.name == "bof":
-        # The PCA fitted before the k-means is part of the model (and of its checkpoints).
-        model_config.summary.pca_components = int(config.kmeans.pca_components)
-    model_config.num_tags = num_tags
-    model_config.sample_rate = config.sample_rate
-    # A transplanted front end used as a black box runs in inference mode with no gradient.
-    model_config.freeze_frontend = bool(config.init_from and config.freeze_frontend)
-    return model_config
+_pretrained_name = rundir.pretrained_name
+_model_config = rundir.model_config
 
 
 def _learning_rate(config, steps_per_epoch: int) -> optax.Schedule:
@@ -187,17 +166,7 @@ def _optimizer(config, steps_per_epoch: int, params) -> optax.GradientTransforma
     return optax.multi_transform({"trained": adamw, "frozen": optax.set_to_zero()}, labels)
 
 
-def _init_variables(model, config, key, *, shapes_only: bool = False) -> dict:
-    """The model's initial variables, or only their shapes (`jax.ShapeDtypeStruct`s, no
-    compilation) when `shapes_only`, e.g. to restore a checkpoint into."""
-    dummy = jnp.zeros((1, _crop_samples(config)), jnp.float32)
-    params_key, dropout_key = jax.random.split(key)
-
-    def init():
-        return model.init({"params": params_key, "dropout": dropout_key}, dummy, train=False)
-
-    variables = jax.eval_shape(init) if shapes_only else jax.jit(init)()
-    return flax.core.unfreeze(variables)
+_init_variables = rundir.init_variables
 
 
 def _frame_batches(model, variables, config, source,
@@ -249,7 +218,7 @@ def _fit_bag_of_frames(variables, config, frame_batches: Iterator[np.ndarray]) -
 def _check_init_from(init_from: str) -> None:
     """Before any work: `init_from` is empty, a pretrained model's name or a run's directory."""
     if not init_from or _pretrained_name(init_from) or os.path.isfile(
-            os.path.join(init_from, "config.json")):
+            os.path.join(init_from, rundir.CONFIG_FILE)):
         return
     from tagjax.models import pretrained
 
@@ -267,7 +236,7 @@ def _transplant_frontend(variables: dict, init_from: str) -> dict:
 
         _, trained, _ = pretrained.load(name)
     else:
-        _, trained, _ = restore_model(init_from)
+        _, trained, _ = rundir.restore(init_from)
     variables = dict(variables)
     for collection, tree in trained.items():
         if "frontend" not in tree or collection not in variables:
@@ -420,6 +389,50 @@ def evaluate(predict_fn, variables, loader, tags: list[str], put_batch,
     track_scores = np.asarray(metrics.track_mean(scores, track, valid, num_tracks))
     track_labels = np.asarray(metrics.track_mean(labels, track, valid, num_tracks)) > 0.5
     return metrics.tagging_report(track_labels, track_scores, tags)
+
+
+def evaluate_as_tagged(model, variables, config, source, tags: list[str]
+                       ) -> tuple[dict, np.ndarray]:
+    """Track-level macro ROC-AUC / PR-AUC of the tracks tagged as `tj.Tagger` tags a file: every
+    chunk of each whole track, weighted by its share of real audio (`tagjax.chunking`).
+
+    Args:
+      model, variables: the model and its variables (on any device; read back to the host).
+      config: the run's training config (chunk length, sample rate, `eval_batch_size`).
+      source: a data source of the shared schema.
+      tags: the tag names.
+
+    Returns:
+      The report (`metrics.tagging_report`) and the track probabilities `(tracks, num_tags)`.
+
+    Every host tags the whole split on one device, as `Tagger` does: this is a second, unsharded
+    pass over the test split, kept out of the per-epoch validation.
+    """
+    from tagjax.data import schema
+    from tagjax.tag import Tagger
+
+    tagger = Tagger(model, jax.device_get(variables), tags=tags, sample_rate=config.sample_rate,
+                    chunk_seconds=config.crop_seconds, batch_size=config.eval_batch_size)
+    labels = []
+
+    def tracks():  # read as the tagger needs them: a few in memory, however long the split
+        for i in range(len(source)):
+            example = source[i]
+            labels.append(np.asarray(example["labels"]) > 0)
+            yield schema.int16_to_audio(np.asarray(example["audio"]))
+
+    probabilities = np.stack([result.probabilities for result in tagger.predict_arrays(tracks())])
+    return metrics.tagging_report(np.stack(labels), probabilities, tags), probabilities
+
+
+def _test_report(predict_fn, model, variables, config, source, tags: list[str],
+                 put_batch) -> dict:
+    """The test split's report: `evaluate`'s (the validation's evenly spaced chunks) and, as
+    `tagger`, `evaluate_as_tagged`'s ROC-AUC and PR-AUC (what `tj.Tagger` gives a user)."""
+    report = evaluate(predict_fn, variables, _eval_loader(config, source), tags, put_batch)
+    as_tagged, _ = evaluate_as_tagged(model, variables, config, source, tags)
+    report["tagger"] = {"roc_auc": as_tagged["roc_auc"], "pr_auc": as_tagged["pr_auc"]}
+    return report
 
 
 # ----------------------------------------------------------------------------------------------
@@ -591,7 +604,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         seconds_before = meta.get("train_seconds", 0.0)
         print(f"Resuming {workdir} from step {int(state.step)} (epoch {meta['epoch']}).")
     else:
-        _save_run_config(workdir, config, tags, is_main)
+        if is_main:
+            rundir.write_config(workdir, config, tags, dataset=_dataset_record(config, sources))
     state = jax.device_put(state, replicated)
 
     train_step = jax.jit(make_train_step(model, tx, input_key=input_key), donate_argnums=0)
@@ -665,8 +679,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         if checkpoints.best_step() is not None:
             state, _, _ = checkpoints.restore_best(jax.device_get(state))
             state = jax.device_put(state, replicated)
-        report = evaluate(predict, state.variables(), _eval_loader(config, sources["test"]),
-                          tags, put_batch)
+        report = _test_report(predict, model, state.variables(), config, sources["test"], tags,
+                              put_batch)
         report.update({"config": config.name, "best_step": meta["best_step"],
                        "best_valid_roc_auc": meta["best_valid_roc_auc"], "steps": step,
                        "train_seconds": round(train_seconds, 1)})
@@ -702,7 +716,7 @@ def retest(config: ml_collections.ConfigDict, workdir: str) -> dict:
       The test report, as `train_and_evaluate`'s.
     """
     plan = workdirs.plan_run(workdir, config.to_dict(), retest=True)
-    model, variables, run_config = restore_model(workdir)
+    model, variables, run_config = rundir.restore(workdir)
     sources, tags = _sources(config, splits=("test",))
     if list(tags) != list(run_config.tags):
         raise DataError(f"the run in {workdir} predicts {len(run_config.tags)} tags and data set "
@@ -714,8 +728,9 @@ def retest(config: ml_collections.ConfigDict, workdir: str) -> dict:
     def put_batch(array):
         return jax.make_array_from_process_local_data(data_sharding, np.asarray(array))
 
-    report = evaluate(jax.jit(make_predict(model)), jax.device_put(variables, replicated),
-                      _eval_loader(config, sources["test"]), tags, put_batch)
+    report = _test_report(jax.jit(make_predict(model)), model,
+                          jax.device_put(variables, replicated), config, sources["test"], tags,
+                          put_batch)
     report.update({key: plan.results[key] for key in ("config", "best_step",
                                                       "best_valid_roc_auc", "steps")
                    if key in plan.results})
@@ -729,8 +744,11 @@ def retest(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def format_report(report: dict) -> str:
     """A per-tag table of the test report, best tags first."""
-    lines = [f"test macro ROC-AUC {report['roc_auc']:.4f}   PR-AUC {report['pr_auc']:.4f}",
-             f"{'tag':<16} {'ROC-AUC':>8} {'PR-AUC':>8}"]
+    lines = [f"test macro ROC-AUC {report['roc_auc']:.4f}   PR-AUC {report['pr_auc']:.4f}"]
+    if "tagger" in report:
+        lines.append(f"  tagged as tj.Tagger tags a file (every chunk, weighted): ROC-AUC "
+                     f"{report['tagger']['roc_auc']:.4f}   PR-AUC {report['tagger']['pr_auc']:.4f}")
+    lines.append(f"{'tag':<16} {'ROC-AUC':>8} {'PR-AUC':>8}")
     per_tag = report["per_tag"]
     defined = [tag for tag in per_tag if not math.isnan(per_tag[tag]["roc_auc"])]
     for tag in sorted(defined, key=lambda t: -per_tag[t]["roc_auc"]):
@@ -739,56 +757,3 @@ def format_report(report: dict) -> str:
         excluded = ", ".join(report["excluded_tags"])
         lines.append(f"left out (one class only in the split): {excluded}")
     return "\n".join(lines)
-
-
-def _save_run_config(workdir: str, config, tags: list[str], is_main: bool) -> None:
-    if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump({"train": config.to_dict(), "tags": tags}, f, indent=2)
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config a run in `workdir` was trained with: `.train`, `.model_full` and `.tags`."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{workdir}: no config.json; is this a tagjax training work "
-                                f"directory?")
-    with open(path) as f:
-        saved = json.load(f)
-    train_config = ml_collections.ConfigDict(saved["train"])
-    run = ml_collections.ConfigDict()
-    run.train = train_config
-    run.tags = saved["tags"]
-    run.model_full = _model_config(train_config, len(saved["tags"]))
-    return run
-
-
-def restore_model(workdir: str, *, which: str = "best"):
-    """The trained model of a run, for inference: `(model, variables, run_config)`.
-
-    Args:
-      workdir: a training run's work directory (it holds `config.json` and checkpoints).
-      which: "best" (by validation ROC-AUC; the latest if no best exists) or "latest".
-
-    Returns:
-      The unbound `TaggingModel`, its variables (`params`, `batch_stats`, `kmeans`, ...) and the
-      run's config (`.train`, `.model_full`, `.tags`; see `load_run_config`).
-    """
-    run_config = load_run_config(workdir)
-    model = tj_models.build(run_config.model_full)
-    variables = _init_variables(model, run_config.train, jax.random.PRNGKey(0), shapes_only=True)
-    params = variables.pop("params")
-    params, model_state, _ = checkpointing.restore_variables(workdir, params, variables,
-                                                             which=which)
-    return model, {"params": params, **model_state}, run_config
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line
-
-
-def main(argv=None) -> int:
-    """`python -m tagjax.train ...` (see `tagjax.cli.train_main`); `argv` without the program."""
-    from tagjax import cli
-
-    return cli.train_main(argv)

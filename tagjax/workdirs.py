@@ -21,6 +21,9 @@ import os
 import re
 from typing import Any
 
+from tagjax import rundir
+from tagjax.rundir import CONFIG_FILE
+
 # Fields that may change when a run resumes: they change how it is logged, checkpointed, read
 # and evaluated in batches, not the parameters it learns. More `num_epochs` extends the run.
 SAFE_FIELDS = ("num_epochs", "progress", "log_every_steps", "checkpoint_every_steps",
@@ -28,7 +31,6 @@ SAFE_FIELDS = ("num_epochs", "progress", "log_every_steps", "checkpoint_every_st
 # Fields added to the configs after runs were made, at the value that does what those runs did:
 # a stored config without the field and a requested one with this value are the same run.
 ADDED_FIELDS = {"frozen_crops_per_clip": 0, "frozen_outputs_dir": "", "model.summary.pool": 1}
-CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 
 
@@ -97,6 +99,14 @@ class RunPlan:
     kept_results_path: str = ""
 
 
+def _read_saved_config(workdir: str) -> dict:
+    """The run's `config.json` as `tagjax.rundir` reads it, or a `WorkdirError` saying why not."""
+    try:
+        return rundir.read_saved(workdir)
+    except (OSError, ValueError) as error:
+        raise WorkdirError(f"{error}: use a new --workdir") from error
+
+
 def _read_json(path: str) -> dict:
     try:
         with open(path) as f:
@@ -128,7 +138,7 @@ def plan_run(workdir: str, requested: dict, *, retest: bool = False) -> RunPlan:
             raise WorkdirError(f"{workdir} holds {' and '.join(leftovers)} but no {CONFIG_FILE}, "
                                f"so what was trained there is unknown: use a new --workdir")
         return RunPlan("new", results_path=results_path)
-    stored = _read_json(config_path).get("train", {})
+    stored = _read_saved_config(workdir)["train"]
     diffs = differences(stored, requested)
     refused = {key: d for key, d in diffs.items() if not _is_safe(key, *d, retest=retest)}
     if refused:
@@ -169,7 +179,7 @@ def start_run(plan: RunPlan, workdir: str, requested: dict) -> None:
         os.replace(plan.results_path, kept)
     if plan.changes and plan.status in ("resume", "extend"):
         config_path = os.path.join(workdir, CONFIG_FILE)
-        saved = _read_json(config_path)
+        saved = _read_saved_config(workdir)
         saved["train"] = requested
         with open(config_path + ".tmp", "w") as f:
             json.dump(saved, f, indent=2)

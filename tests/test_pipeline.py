@@ -18,7 +18,7 @@ import scipy.stats
 import signals
 import soundfile
 
-from tagjax.data import chunk_starts, eval_loader, get_source, schema, train_loader
+from tagjax.data import eval_loader, evenly_spaced_starts, get_source, schema, train_loader
 
 LENGTHS = [1200, 250, 3000, 400, 777, 1801, 90, 2500, 640, 1000]  # some shorter than a crop
 CROP = 400
@@ -244,7 +244,7 @@ def test_eval_segment_mean_gives_per_track_means():
     for track, length in enumerate(lengths):
         audio = schema.int16_to_audio(source[track]["audio"])
         audio = np.pad(audio, (0, max(chunk - length, 0)))
-        starts = chunk_starts(len(audio), chunk, n_chunks)
+        starts = evenly_spaced_starts(len(audio), chunk, n_chunks)
         expected = np.mean([audio[s : s + chunk].mean() for s in starts])
         np.testing.assert_allclose(sums[track] / n_chunks, expected, rtol=1e-5, atol=1e-7)
 
@@ -266,10 +266,10 @@ def test_eval_shards_cover_every_track_once_in_as_many_batches():
     assert sorted(seen) == sorted(list(range(7)) * 4)
 
 
-def test_chunk_starts_one_chunk_and_exact_fit():
-    np.testing.assert_array_equal(chunk_starts(1000, 300, 1), [0])
-    np.testing.assert_array_equal(chunk_starts(300, 300, 3), [0, 0, 0])
-    np.testing.assert_array_equal(chunk_starts(1300, 300, 3), [0, 500, 1000])
+def test_evenly_spaced_starts_one_chunk_and_exact_fit():
+    np.testing.assert_array_equal(evenly_spaced_starts(1000, 300, 1), [0])
+    np.testing.assert_array_equal(evenly_spaced_starts(300, 300, 3), [0, 0, 0])
+    np.testing.assert_array_equal(evenly_spaced_starts(1300, 300, 3), [0, 500, 1000])
 
 
 @pytest.fixture(scope="module")

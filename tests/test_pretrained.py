@@ -8,6 +8,8 @@ alone) and end to end from the audio (tagjax's own STFT and mel filterbank), for
 models, jitted, at several batch sizes.
 """
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import pytest
 import soundfile
 
 import tagjax as tj
+from tagjax import chunking
 from tagjax import tag as tag_cli
 from tagjax.models import pretrained
 
@@ -177,7 +180,7 @@ def test_tagger_matches_original_graph_end_to_end_from_audio(inputs, name):
         np.testing.assert_allclose(result.chunk_probabilities[:2], taggram, rtol=0,
                                    atol=PROBABILITY_ATOL)
         np.testing.assert_allclose(result.chunk_weights, [1, 1, 256 / 47872], rtol=1e-6)
-        np.testing.assert_allclose(result.chunk_starts, [0, 2.992, 5.984], rtol=1e-9)
+        np.testing.assert_allclose(result.chunk_start_seconds, [0, 2.992, 5.984], rtol=1e-9)
     # One track at a time, in other batches: the same numbers.
     alone = tj.Tagger.pretrained(name, batch_size=1, workers=1)
     for audio, result in zip(inputs["audio"], results, strict=True):
@@ -200,7 +203,7 @@ def test_embeddings_are_the_original_layers(inputs, loaded):
         tagger = tj.Tagger.pretrained("musicnn-mtt", batch_size=4, embedding=embedding)
         assert tagger.embedding_dim == reference.shape[-1]
         for audio, per_chunk in zip(inputs["audio"], reference, strict=True):
-            chunks, _ = tag_cli.chunk_track(audio, tagger.chunk_samples, tagger.hop_samples,
+            chunks, _ = chunking.chunk_track(audio, tagger.chunk_samples, tagger.hop_samples,
                                             tagger.lead_samples)
             _, got = tag_cli.compiled_forward(tagger.model)(tagger.variables, chunks[:2])
             _assert_features_close(got, per_chunk)
@@ -229,7 +232,7 @@ def test_float32_input_stays_finite_where_the_originals_float16_overflows(inputs
 def test_chunks_with_lead_context_match_explicit_slicing(num_samples, hop):
     x = np.random.default_rng(num_samples).standard_normal(num_samples).astype(np.float32)
     chunk, lead = 48128, 256
-    chunks, weights = tag_cli.chunk_track(x, chunk, hop, lead)
+    chunks, weights = chunking.chunk_track(x, chunk, hop, lead)
     padded = np.concatenate([np.zeros(lead, np.float32), x, np.zeros(2 * chunk, np.float32)])
     span = chunk - lead
     n = 1 + max(0, -(-(num_samples - span) // hop))
@@ -260,7 +263,7 @@ def clip_files(inputs, tmp_path_factory):
 def test_tag_uses_musicnn_mtt_without_a_workdir(clip_files, capsys):
     paths, broken = clip_files
     assert tag_cli.main([*paths, "--json", "--top", "3", "--batch-size", "4"]) == 0
-    printed = tag_cli.json.loads(capsys.readouterr().out)
+    printed = json.loads(capsys.readouterr().out)
     tagger = tj.Tagger.pretrained("musicnn-mtt", batch_size=4)
     for track, path in zip(printed, paths, strict=True):
         want = tag_cli.top_tags(tagger.tag(path), tagger.tags, 3)
@@ -278,14 +281,14 @@ def test_taggram_json_and_csv_give_every_chunk(clip_files, capsys):
     tagger = tj.Tagger.pretrained("musicnn-mtt", batch_size=4)
     [result] = tagger.predict(paths[:1])
     assert tag_cli.main([paths[0], "--taggram", "--json", "--batch-size", "4"]) == 0
-    [track] = tag_cli.json.loads(capsys.readouterr().out)
+    [track] = json.loads(capsys.readouterr().out)
     taggram = track["taggram"]
     assert taggram["tags"] == tagger.tags
     np.testing.assert_allclose(taggram["start"], [0.0, 2.992, 5.984])
     np.testing.assert_allclose(taggram["end"], [2.992, 5.984, 6.0])
     np.testing.assert_allclose(taggram["probabilities"], result.chunk_probabilities, atol=1e-6)
     assert tag_cli.main([paths[0], "--taggram", "--csv", "--batch-size", "4"]) == 0
-    rows = list(tag_cli.csv.reader(capsys.readouterr().out.splitlines()))
+    rows = list(csv.reader(capsys.readouterr().out.splitlines()))
     assert rows[0] == ["path", "start", "end", *tagger.tags]
     assert [row[1] for row in rows[1:]] == ["0.000", "2.992", "5.984"]
     np.testing.assert_allclose(np.array([row[3:] for row in rows[1:]], float),
@@ -331,7 +334,7 @@ def test_plot_of_a_pretrained_model(clip_files, tmp_path):
     # few units in the last place of values up to about 6.
     np.testing.assert_allclose(shown, np.log10(1 + 10000 * np.asarray(mel, np.float64)),
                                rtol=0, atol=4e-6)
-    positions, labels = plot._mel_axis(tagger.model.frontend, SR)
+    positions, labels = plot._mel_axis(plot.spectrogram_frontend(tagger))
     assert labels[:3] == ["100", "250", "500"] and labels[-1] == "4k"
     assert np.all(np.diff(positions) > 0) and 0 < positions[0] < positions[-1] < 96
     assert [plot.minutes_seconds(t) for t in (0, 59.6, 75, 3725)] == [
@@ -363,7 +366,7 @@ def test_index_and_similar_with_a_pretrained_model(clip_files, tmp_path, capsys)
     soundfile.write(query, soundfile.read(paths[0])[0][: 4 * SR], SR)
     capsys.readouterr()
     assert similar.main([query, "--index", out, "--json", "--batch-size", "4"]) == 0
-    answer = tag_cli.json.loads(capsys.readouterr().out)
+    answer = json.loads(capsys.readouterr().out)
     assert answer["neighbours"][0]["path"] == paths[0]
 
 

@@ -22,6 +22,7 @@ import signals
 import soundfile
 
 import tagjax as tj
+from tagjax import chunking
 from tagjax import tag as tag_cli
 from tagjax.data import AudioDecodeError, load_audio
 
@@ -95,11 +96,11 @@ def _direct(direct, x: np.ndarray, hop: int):
 @pytest.mark.parametrize("hop", [100, 40, 130])
 def test_chunk_track_matches_explicit_slicing(num_samples, hop):
     x = np.random.default_rng(num_samples).standard_normal(num_samples).astype(np.float32)
-    chunks, weights = tag_cli.chunk_track(x, 100, hop)
+    chunks, weights = chunking.chunk_track(x, 100, hop)
     expected_chunks, expected_weights = _reference_chunks(x, 100, hop)
     np.testing.assert_array_equal(chunks, expected_chunks)
     np.testing.assert_allclose(weights, expected_weights, rtol=1e-7)
-    np.testing.assert_array_equal(tag_cli.chunk_starts(num_samples, 100, hop),
+    np.testing.assert_array_equal(chunking.tile_starts(num_samples, 100, hop),
                                   np.arange(len(expected_chunks)) * hop)
 
 
@@ -108,11 +109,11 @@ def test_chunk_track_matches_explicit_slicing(num_samples, hop):
 def test_stream_chunks_equal_chunk_track_for_any_split(num_samples, hop, lead):
     rng = np.random.default_rng(num_samples)
     x = rng.standard_normal(num_samples).astype(np.float32)
-    expected_chunks, expected_weights = tag_cli.chunk_track(x, 100, hop, lead)
+    expected_chunks, expected_weights = chunking.chunk_track(x, 100, hop, lead)
     # Blocks of 0 to 300 samples: empty ones, ones shorter than a hop, ones longer than a chunk.
     cuts = np.sort(rng.integers(0, num_samples + 1, size=rng.integers(0, 12)))
     blocks = np.split(x, cuts)
-    streamed = list(tag_cli.stream_chunks(iter(blocks), 100, hop, lead))
+    streamed = list(chunking.stream_chunks(iter(blocks), 100, hop, lead))
     np.testing.assert_array_equal(np.stack([c for c, _ in streamed]), expected_chunks)
     np.testing.assert_array_equal(np.array([w for _, w in streamed]), expected_weights)
     assert all(c.dtype == np.float32 and w.dtype == np.float32 for c, w in streamed)
@@ -121,7 +122,7 @@ def test_stream_chunks_equal_chunk_track_for_any_split(num_samples, hop, lead):
 def test_weighted_mean_is_numpy_average():
     rng = np.random.default_rng(0)
     values, weights = rng.random((7, 3, 2)), rng.random(7)
-    np.testing.assert_allclose(tag_cli.weighted_mean(values, weights),
+    np.testing.assert_allclose(chunking.weighted_mean(values, weights),
                                np.average(values, axis=0, weights=weights), rtol=1e-6)
 
 
@@ -142,7 +143,8 @@ def test_tag_and_embed_equal_weighted_mean_of_direct_chunk_predictions(taggers, 
     np.testing.assert_allclose(tagger.tag(x), probabilities, RTOL, ATOL)
     np.testing.assert_allclose(tagger.embed(x), embedding, RTOL, ATOL)
     assert result.duration == len(x) / SR
-    np.testing.assert_allclose(result.chunk_starts, np.arange(len(chunk_probabilities)) * hop / SR)
+    np.testing.assert_allclose(result.chunk_start_seconds,
+                               np.arange(len(chunk_probabilities)) * hop / SR)
 
 
 def test_short_track_is_the_model_on_the_zero_padded_chunk(taggers, direct):
@@ -547,3 +549,75 @@ def test_a_corrupt_run_config_is_one_line(tmp_path, config, problem):
     assert "\n" not in message
     assert re.match(rf"error: {re.escape(os.fspath(workdir / 'config.json'))}: {problem}",
                     message), message
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation scores what the tagger gives; the plot draws what the front end computes
+
+
+def test_evaluation_gives_each_track_the_taggers_probabilities(trained_run, direct):
+    # The test report's `tagger` scores come from `train.evaluate_as_tagged`: on the run's test
+    # clips it gives each track exactly what `tj.Tagger` gives those clips as arrays (the same
+    # batch size, so the same compiled program), which is the weighted mean of the model
+    # applied to each explicitly sliced chunk.
+    from tagjax import metrics, rundir, train
+    from tagjax.data import schema
+
+    model, variables, run = rundir.restore(trained_run)
+    sources, tags = train._sources(run.train, splits=("test",))
+    source = sources["test"]
+    report, probabilities = train.evaluate_as_tagged(model, variables, run.train, source, tags)
+
+    clips = [schema.int16_to_audio(np.asarray(source[i]["audio"])) for i in range(len(source))]
+    tagger = tj.Tagger.from_workdir(trained_run, batch_size=run.train.eval_batch_size)
+    tagged = tagger.tag(clips)
+    np.testing.assert_array_equal(probabilities, tagged)
+    for clip, track_probabilities in zip(clips, probabilities, strict=True):
+        _, expected, _ = _direct(direct, clip, CHUNK)
+        np.testing.assert_allclose(track_probabilities, expected, RTOL, ATOL)
+    labels = np.stack([np.asarray(source[i]["labels"]) for i in range(len(source))])
+    expected_report = metrics.tagging_report(labels, tagged, tags)
+    for key in ("roc_auc", "pr_auc", "excluded_tags", "num_examples"):
+        assert report[key] == expected_report[key]
+    # Training wrote the same scores of its best checkpoint into results.json.
+    with open(os.path.join(trained_run, "results.json")) as f:
+        written = json.load(f)
+    assert written["tagger"] == {"roc_auc": report["roc_auc"], "pr_auc": report["pr_auc"]}
+
+
+def test_plot_spectrogram_is_the_front_ends_own_with_its_padding():
+    # short_res's front end pads its centred frames by reflection: the plot must show that
+    # spectrogram (librosa's, with the same settings), not one padded with zeros.
+    import types
+
+    import librosa
+    import ml_collections
+
+    from tagjax import plot
+
+    config = ml_collections.ConfigDict(dict(
+        frontend=dict(name="short_chunk_resnet"), summary=dict(name="none"),
+        head=dict(name="linear"), num_tags=3, sample_rate=SR))
+    model = tj.models.build(config)
+    frontend = model.frontend
+    assert frontend.pad_mode == "reflect" and frontend.top_db is None
+    # The log-mel needs no variables: a stand-in for the tagger carries the model.
+    tagger = types.SimpleNamespace(model=model, variables={}, lead_samples=0, sample_rate=SR)
+    x = signals.noise(SR, 1.3, seed=5)
+
+    shown = plot.display_log_mel(tagger, x)
+
+    def librosa_log_mel(pad_mode):
+        mel = librosa.feature.melspectrogram(
+            y=x.astype(np.float64), sr=SR, n_fft=frontend.n_fft, hop_length=frontend.hop_length,
+            n_mels=frontend.n_mels, fmin=frontend.fmin, fmax=frontend.fmax, htk=frontend.htk,
+            norm=frontend.mel_norm, center=True, pad_mode=pad_mode, power=2.0)
+        return librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None).T
+
+    # test_mel's bound for float32 log-mel against librosa: a thousandth of a dB.
+    np.testing.assert_allclose(shown, librosa_log_mel("reflect"), rtol=0, atol=1e-3)
+    # Zero padding would change the edge frames by decibels: the test tells the two apart.
+    assert np.abs(shown[0] - librosa_log_mel("constant")[0]).max() > 1.0
+    assert plot.spectrogram_frontend(tagger) is frontend
+    positions, _ = plot._mel_axis(frontend)
+    assert 0 < positions[0] < positions[-1] < frontend.n_mels

@@ -9,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tagjax import train
+from tagjax import rundir, train
 
 
 def _json(workdir, name):
@@ -27,7 +27,7 @@ def test_trained_run_writes_results_and_checkpoints(trained_run):
     assert any("valid_roc_auc" in line for line in lines)
     assert any("train_loss" in line for line in lines)
     assert os.listdir(os.path.join(trained_run, "tensorboard"))
-    model, variables, run_config = train.restore_model(trained_run)
+    model, variables, run_config = rundir.restore(trained_run)
     logits = model.apply(variables, np.zeros((2, 16000), np.float32), train=False)
     assert logits.shape == (2, len(run_config.tags))
 
@@ -37,7 +37,7 @@ class _Interrupted(Exception):
 
 
 def _params(workdir):
-    _, variables, _ = train.restore_model(workdir, which="latest")
+    _, variables, _ = rundir.restore(workdir, which="latest")
     return jax.tree.map(np.asarray, variables)
 
 
@@ -103,8 +103,8 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_config, tmp_path, monkey
                for name in ("latest", "best")}
     assert earlier == {"latest": ["7", "9"], "best": ["7"]}
     # Inference reads the earlier layout as it is, and leaves it so.
-    _, best, _ = train.restore_model(resumed, which="best")
-    _, latest, _ = train.restore_model(resumed, which="latest")
+    _, best, _ = rundir.restore(resumed, which="best")
+    _, latest, _ = rundir.restore(resumed, which="latest")
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(best),
                                                         jax.tree.leaves(latest), strict=True))
     assert {name: sorted(os.listdir(os.path.join(checkpoints, name)))
@@ -115,14 +115,14 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_config, tmp_path, monkey
         train.train_and_evaluate(config, resumed, step_hook=_interrupt_at(13))
     assert os.listdir(checkpoints) and not {"latest", "best"} & set(os.listdir(checkpoints))
     assert _steps(resumed) == [7, 9, 12]
-    _, moved_best, _ = train.restore_model(resumed, which="best")
+    _, moved_best, _ = rundir.restore(resumed, which="best")
     jax.tree.map(np.testing.assert_array_equal, moved_best, best)
 
     train.train_and_evaluate(config, resumed)
     assert _steps(resumed) == _steps(reference)
     jax.tree.map(np.testing.assert_array_equal, _params(resumed), _params(reference))
-    _, reference_best, _ = train.restore_model(reference, which="best")
-    _, resumed_best, _ = train.restore_model(resumed, which="best")
+    _, reference_best, _ = rundir.restore(reference, which="best")
+    _, resumed_best, _ = rundir.restore(resumed, which="best")
     jax.tree.map(np.testing.assert_array_equal, resumed_best, reference_best)
     assert (_json(resumed, "results.json")["roc_auc"]
             == _json(reference, "results.json")["roc_auc"])
@@ -233,7 +233,7 @@ def test_every_config_trains(name, tiny_config, tmp_path):
     report = train.train_and_evaluate(config, str(tmp_path / name))
     assert np.isfinite(report["roc_auc"]) and report["best_step"] == 7
     if name.endswith("bof"):
-        _, variables, _ = train.restore_model(str(tmp_path / name))
+        _, variables, _ = rundir.restore(str(tmp_path / name))
         centroids = variables["kmeans"]["summary"]["centroids"]
         assert centroids.shape[0] == config.model.summary.k and np.abs(centroids).sum() > 0
 
@@ -244,8 +244,8 @@ def test_transfer_learning_freezes_the_transplanted_front_end(trained_run, tiny_
     config = tiny_config("cnn_bof", num_epochs=1, init_from=trained_run)
     workdir = str(tmp_path / "transfer")
     train.train_and_evaluate(config, workdir)
-    _, source, _ = train.restore_model(trained_run)
-    _, target, _ = train.restore_model(workdir)
+    _, source, _ = rundir.restore(trained_run)
+    _, target, _ = rundir.restore(workdir)
     for collection in ("params", "batch_stats"):
         jax.tree.map(np.testing.assert_array_equal, target[collection]["frontend"],
                      source[collection]["frontend"])
@@ -269,7 +269,7 @@ def test_transfer_from_a_pretrained_model(name, frozen, tiny_config, tmp_path):
     report = train.train_and_evaluate(config, workdir)
     assert np.isfinite(report["roc_auc"])
     _, published, _ = pretrained.load(config.init_from)
-    _, trained, _ = train.restore_model(workdir)
+    _, trained, _ = rundir.restore(workdir)
     for collection in ("params", "batch_stats"):
         moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(),
                              trained[collection]["frontend"], published[collection]["frontend"])
@@ -287,7 +287,7 @@ def _check_validation_read_the_stored_outputs(config, workdir):
     from tagjax import frozen_frontend
 
     assert config.frozen_crops_per_clip > 0
-    model, variables, _ = train.restore_model(workdir)
+    model, variables, _ = rundir.restore(workdir)
     sources, _ = train._sources(config)
     valid = train._eval_loader(config, sources["valid"])
     stored = np.load(os.path.join(workdir, "frontend_outputs", "valid.npy"))

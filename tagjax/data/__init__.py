@@ -16,7 +16,7 @@ from tagjax.data.audio import stream_audio as stream_audio
 _LAZY_SUBMODULES = ("synth", "synth_builder")
 _LAZY_ATTRIBUTES = {
     "EvalLoader": "tagjax.data.pipeline",
-    "chunk_starts": "tagjax.data.pipeline",
+    "evenly_spaced_starts": "tagjax.chunking",
     "eval_loader": "tagjax.data.pipeline",
     "train_loader": "tagjax.data.pipeline",
     "get_builder": "tagjax.data.registry",

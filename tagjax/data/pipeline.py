@@ -64,6 +64,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from tagjax.chunking import evenly_spaced_starts
 from tagjax.data import schema
 
 # Read-ahead of each process: threads reading the ArrayRecord files, and examples buffered.
@@ -219,7 +220,7 @@ class EvenChunks(grain.transforms.Map):
         audio = np.asarray(example["audio"])
         if len(audio) < self.chunk_samples:
             audio = np.pad(audio, (0, self.chunk_samples - len(audio)))
-        starts = chunk_starts(len(audio), self.chunk_samples, self.n_chunks)
+        starts = evenly_spaced_starts(len(audio), self.chunk_samples, self.n_chunks)
         chunks = audio[starts[:, None] + np.arange(self.chunk_samples)]
         labels = np.asarray(example["labels"], np.float32)
         return {
@@ -228,17 +229,6 @@ class EvenChunks(grain.transforms.Map):
             "track": np.full(self.n_chunks, index, np.int32),
             "valid": np.ones(self.n_chunks, bool),
         }
-
-
-def chunk_starts(samples: int, chunk_samples: int, n_chunks: int) -> np.ndarray:
-    """`(n_chunks,)` int64 starts of evenly spaced chunks, first at 0 and last at the end.
-
-    Chunk `k` starts at `floor(k * (samples - chunk_samples) / (n_chunks - 1))`; one chunk
-    starts at 0. Requires `samples >= chunk_samples`.
-    """
-    if n_chunks == 1:
-        return np.zeros(1, np.int64)
-    return np.arange(n_chunks, dtype=np.int64) * (samples - chunk_samples) // (n_chunks - 1)
 
 
 def _padding_rows(rows: int, chunk_samples: int, num_tags: int, track: int):

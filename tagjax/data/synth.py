@@ -1058,13 +1058,12 @@ def make_clip(
 
 
 def builder(config: str = "default", data_dir: str | os.PathLike | None = None):
-    """The TFDS builder of `synth` (config `"default"` or `"tiny"`) in `data_dir`."""
-    import tensorflow_datasets as tfds
+    """The TFDS builder of `synth` (config `"default"` or `"tiny"`) in `data_dir`, prepared
+    (made on first use; see `load`)."""
+    # Through the registry, which imports `synth_builder` (that module imports this one).
+    from tagjax.data import registry
 
-    from tagjax.data import synth_builder  # noqa: F401 (registers the builder with TFDS)
-
-    data_dir = None if data_dir is None else os.path.expanduser(os.fspath(data_dir))
-    return tfds.builder(f"synth/{config}", data_dir=data_dir)
+    return registry.get_builder("synth", config=config, data_dir=data_dir)
 
 
 def load(split: str = "train", config: str = "default", data_dir: str | os.PathLike | None = None):
@@ -1083,6 +1082,4 @@ def load(split: str = "train", config: str = "default", data_dir: str | os.PathL
       `builder.as_data_source()[split]`: `len()` and indexing give dicts of `audio`
       `(samples,)` int16, `labels` `(len(TAGS),)` uint8 and `id` (a str).
     """
-    synth_builder = builder(config, data_dir)
-    synth_builder.download_and_prepare()
-    return synth_builder.as_data_source(split)
+    return builder(config, data_dir).as_data_source(split)
