@@ -39,7 +39,7 @@ TRANSFER_SUFFIX = "_transfer"
 FINETUNE_SUFFIX = "_finetune"
 # Fine-tuning the published network: every layer trained, from a smaller learning rate (the
 # front end starts from good weights) and for fewer epochs (each runs the network forward and
-# backward on every crop: about 6 minutes an epoch on `synth` on 2 CPU cores).
+# backward on every crop: 14-16 minutes an epoch on `synth` on 2 loaded CPU cores).
 FINETUNE_OVERRIDES = {"freeze_frontend": False, "num_epochs": 2,
                       "optimizer.learning_rate": 1e-3}
 ZEROSHOT = "zeroshot"
