@@ -8,7 +8,6 @@ in one line, with exit status 2, before the first second of real work.
 """
 
 import contextlib
-import difflib
 import importlib
 import os
 import re
@@ -17,23 +16,15 @@ from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
 from tagjax import workdirs
+from tagjax.usage import UsageError, did_you_mean
 
 USAGE_ERROR = 2  # argparse's exit status for a mistake on the command line
-
-
-class UsageError(ValueError):
-    """A mistake on the command line (the message says what to do instead)."""
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
     """Ends the command with `error: message` on stderr, one line, and exit status `code`."""
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
     raise SystemExit(code)
-
-
-def did_you_mean(word: str, candidates) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @contextlib.contextmanager

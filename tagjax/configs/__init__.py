@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import ml_collections
 
-from tagjax.cli import UsageError, did_you_mean
+from tagjax.usage import UsageError, did_you_mean
 
 # Modules of this package that are not configs.
 _HELPERS = ("common",)

@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tagjax.data import decode_pool, schema
+from tagjax.data import decode_pool, pooled_decoding, schema
 
 DEFAULT_CSV_NAME = "tags.csv"
 DEFAULT_SPLIT = "train"
@@ -324,7 +324,7 @@ def folder_config(
     )
 
 
-class Folder(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
+class Folder(pooled_decoding.PooledDecoding, tfds.core.GeneratorBasedBuilder):
     """Your own folder of audio files with a CSV of tags (see the module docstring).
 
     Args:

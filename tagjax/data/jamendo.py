@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tagjax.data import decode_pool, schema
+from tagjax.data import pooled_decoding, schema
 
 
 def _tags(category: str, names: str) -> tuple[str, ...]:
@@ -245,7 +245,7 @@ def labels_of(tags: tuple[str, ...], index: dict[str, int], where: str) -> np.nd
     return labels
 
 
-class Jamendo(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
+class Jamendo(pooled_decoding.PooledDecoding, tfds.core.GeneratorBasedBuilder):
     """MTG-Jamendo with the tags of one subset on one official split (see the module docstring).
 
     Args:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tagjax.data import decode_pool, schema
+from tagjax.data import pooled_decoding, schema
 
 ANNOTATIONS_FILE = "annotations_final.csv"
 
@@ -136,7 +136,7 @@ class MagnatagatuneConfig(tfds.core.BuilderConfig):
     min_seconds: float | None = CLEAN_MIN_SECONDS
 
 
-class Magnatagatune(decode_pool.PooledDecoding, tfds.core.GeneratorBasedBuilder):
+class Magnatagatune(pooled_decoding.PooledDecoding, tfds.core.GeneratorBasedBuilder):
     """MagnaTagATune with its top-50 tags (see the module docstring).
 
     Args:

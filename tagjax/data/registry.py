@@ -24,7 +24,7 @@ from tagjax.data import tfds_compat
 
 # Set to Beam pipeline options, it makes the builds that decode audio run as Beam pipelines.
 BEAM_OPTIONS_ENV = "TAGJAX_BEAM_OPTIONS"
-# The builders that can decode in a Beam pipeline (`decode_pool.PooledDecoding`).
+# The builders that can decode in a Beam pipeline (`pooled_decoding.PooledDecoding`).
 BEAM_BUILDERS = ("magnatagatune", "jamendo", "folder")
 
 # The module that registers each builder with TFDS when imported.

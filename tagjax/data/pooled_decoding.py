@@ -1,0 +1,133 @@
+"""The decoding of a TFDS builder whose splits are audio files: `PooledDecoding`, a mixin that
+decodes them in the build's `DecodePool`, or in an Apache Beam pipeline
+(`tagjax.data.beam_decoding`) when the build is given Beam options."""
+
+import itertools
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from tagjax.data import tfds_compat
+from tagjax.data.decode_pool import (
+    DecodePool,
+    Rescaled,
+    Skipped,
+    _log_rescaled,
+    report_rescaled,
+    report_skipped,
+)
+
+
+class PooledDecoding:
+    """Mixin for a TFDS builder whose splits decode audio files: one `DecodePool` per build, or
+    an Apache Beam pipeline when the build is given Beam options.
+
+    The builder calls `_init_decoding(decode_workers)` in its `__init__` and returns
+    `self._examples(split, jobs, ...)` from `_generate_examples`. A build whose
+    `download_config` names a Beam runner or Beam options (TFDS's own switch, see
+    `tagjax.data.beam_decoding`) decodes in the pipeline; otherwise in the build's pool.
+    Either way the split holds the same examples and the files left out are listed in
+    `info.metadata["skipped"]`.
+    """
+
+    def _init_decoding(self, decode_workers: int | None) -> None:
+        self._decode_workers = decode_workers
+        self._pool = None
+        self._beam_reports = None  # [(split, report prefix)] while a Beam build runs
+        # TFDS pickles a builder as its constructor arguments.
+        self._original_state.update(decode_workers=decode_workers)
+
+    def download_and_prepare(self, *, download_config=None, **kwargs):
+        beam = download_config is not None and (
+            download_config.beam_runner is not None or download_config.beam_options is not None
+        )
+        # One pool of decoding processes for all the splits (none under Beam: the probes of
+        # `folder` decode here); splits past 1 GB without TensorFlow.
+        with (tfds_compat.local_shuffle_files(),
+              DecodePool(0 if beam else self._decode_workers) as pool):
+            self._pool, self._beam_reports = pool, [] if beam else None
+            try:
+                super().download_and_prepare(download_config=download_config, **kwargs)
+            finally:
+                self._pool, self._beam_reports = None, None
+
+    def _download_and_prepare(self, dl_manager, download_config):
+        super()._download_and_prepare(dl_manager, download_config)
+        # The pipeline has run: list what its workers skipped or rescaled, as the local path
+        # does, before TFDS writes the metadata.
+        for split, prefix in self._beam_reports or ():
+            from tagjax.data import beam_decoding
+
+            skipped, rescaled = beam_decoding.read_reports(prefix)
+            self._report(split, skipped, rescaled)
+
+    def _report(self, split: str, skipped, rescaled) -> None:
+        logger = logging.getLogger(type(self).__module__)
+        report_skipped(self.info.metadata, split, skipped, logger)
+        if "rescaled" in self.info.metadata:
+            report_rescaled(self.info.metadata, split, rescaled, logger)
+        else:
+            for record in rescaled:
+                _log_rescaled(split, record, logger)
+
+    def _examples(
+        self,
+        split: str,
+        jobs: Sequence[tuple[str, str | os.PathLike, np.ndarray]],
+        *,
+        min_samples: int = 0,
+        excerpt_seconds: float | None = None,
+        decoded: Sequence[tuple[str, np.ndarray | Skipped]] = (),
+        rescaled: list[Rescaled] | None = None,
+    ):
+        """The split's `(key, example)` pairs: a generator, or a Beam `PTransform` under Beam.
+
+        Args:
+          split: the split's name.
+          jobs: `(key, path, labels)` of the split's files, in order; `labels` is the
+            `(num_tags,)` uint8 multi-hot.
+          min_samples, excerpt_seconds: see `decode_file`.
+          decoded: results already decoded for the first `len(decoded)` jobs (the local path
+            uses them; Beam decodes every job).
+          rescaled: a list of the `Rescaled` records of `decoded`, and that receives the others:
+            they are then listed in `info.metadata["rescaled"]`; `None` logs them.
+        """
+        if self._beam_reports is not None:
+            from tagjax.data import beam_decoding
+
+            prefix = os.path.join(os.fspath(self.data_dir), f"beam-report-{split}")
+            self._beam_reports.append((split, prefix))
+            return beam_decoding.DecodeToExamples(
+                jobs, prefix, min_samples=min_samples, excerpt_seconds=excerpt_seconds
+            )
+        return self._local_examples(split, jobs, decoded, rescaled, min_samples=min_samples,
+                                    excerpt_seconds=excerpt_seconds)
+
+    def _local_examples(self, split, jobs, decoded, rescaled, **decode_kwargs):
+        labels = {key: key_labels for key, _, key_labels in jobs}
+        rest = [(key, path) for key, path, _ in jobs[len(decoded) :]]
+        results = itertools.chain(
+            decoded,
+            self._decode(rest, description=f"{self.name}/{split}", rescaled=rescaled,
+                         **decode_kwargs) if rest else (),
+        )
+        skipped = []
+        for key, result in results:
+            if isinstance(result, Skipped):
+                skipped.append(result)
+                continue
+            yield key, {"audio": result, "labels": labels[key], "id": key}
+        logger = logging.getLogger(type(self).__module__)
+        report_skipped(self.info.metadata, split, skipped, logger)
+        if rescaled is not None:
+            report_rescaled(self.info.metadata, split, rescaled, logger)
+
+    def _decode(self, jobs, **kwargs):
+        """`DecodePool.decode` in the build's pool (or a pool of its own outside a build)."""
+        if self._pool is not None:
+            yield from self._pool.decode(jobs, **kwargs)
+            return
+        with DecodePool(self._decode_workers) as pool:
+            yield from pool.decode(jobs, **kwargs)
