@@ -17,7 +17,6 @@ shared with other work slows all of them alike; medians over all steps:
 """
 
 import argparse
-import importlib
 import json
 import os
 import statistics
@@ -30,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tagjax import train
+from tagjax import configs, train
 from tagjax.models import summaries
 
 NUM_TAGS = 32
@@ -92,7 +91,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
-    config = importlib.import_module(f"tagjax.configs.{args.config}").get_config()
+    config = configs.get(args.config)
     config.batch_size = args.batch
     model = train.tj_models.build(train._model_config(config, NUM_TAGS))
     variables = train.initial_variables(model, config)

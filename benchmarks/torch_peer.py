@@ -29,7 +29,6 @@ alike. The table gives the median step over all rounds, and the ratio PyTorch's 
 
 import argparse
 import copy
-import importlib
 import itertools
 import json
 import os
@@ -46,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tagjax import train
+from tagjax import configs, train
 from tagjax.features import mel as tj_mel
 from tagjax.features import spectral as tj_spectral
 from tagjax.models import cnn as tj_cnn
@@ -434,7 +433,7 @@ class TorchStep:
 
 
 def run_config(name: str, args) -> dict:
-    config = importlib.import_module(f"tagjax.configs.{name}").get_config()
+    config = configs.get(name)
     config.batch_size = args.batch
     model = train.tj_models.build(train._model_config(config, NUM_TAGS))
     variables = train.initial_variables(model, config)
