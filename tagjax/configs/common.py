@@ -93,6 +93,19 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     return config
 
 
+
+def frozen_musicnn_config(name: str) -> ml_collections.ConfigDict:
+    """`base_config(name)` on the published musicnn trained on MagnaTagATune, frozen, reading its
+    mid-end frames (the configs `musicnn_lstm` and `musicnn_bof` add a summary and a head)."""
+    config = base_config(name)
+    config.init_from = "musicnn-mtt"
+    config.freeze_frontend = True
+    # The frozen network's outputs for 2 crops of every training clip, computed once: one
+    # pass over the training audio instead of one per epoch.
+    config.frozen_crops_per_clip = 2
+    config.model.frontend = ml_collections.ConfigDict(dict(name="musicnn", output="midend"))
+    return config
+
 def variant(config: ml_collections.ConfigDict, name: str, *, tiny: dict
             ) -> ml_collections.ConfigDict:
     """`config` as variant `name` makes it.

@@ -13,14 +13,8 @@ from tagjax.configs import common
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    config = common.base_config("musicnn_bof")
-    config.init_from = "musicnn-mtt"
-    config.freeze_frontend = True
-    # The frozen network's outputs for 2 crops of every training clip, computed once: one
-    # pass over the training audio instead of one per epoch.
-    config.frozen_crops_per_clip = 2
+    config = common.frozen_musicnn_config("musicnn_bof")
     config.num_epochs = 20
-    config.model.frontend = ml_collections.ConfigDict(dict(name="musicnn", output="midend"))
     # Soft assignment; temperature 0: the fitted mean squared distance of a frame to its
     # centroid.
     config.model.summary = ml_collections.ConfigDict(dict(name="bof", k=256, soft=True,

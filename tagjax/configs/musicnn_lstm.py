@@ -15,14 +15,8 @@ from tagjax.configs import common
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
-    config = common.base_config("musicnn_lstm")
-    config.init_from = "musicnn-mtt"
-    config.freeze_frontend = True
-    # The frozen network's outputs for 2 crops of every training clip, computed once: one
-    # pass over the training audio instead of one per epoch.
-    config.frozen_crops_per_clip = 2
+    config = common.frozen_musicnn_config("musicnn_lstm")
     config.num_epochs = 15
-    config.model.frontend = ml_collections.ConfigDict(dict(name="musicnn", output="midend"))
     # Its 187 frames of 3 s max-pooled by 4 in time: 46 steps, as many as `cnn_lstm`'s LSTM
     # reads (the recurrence is sequential, its cost per step).
     config.model.summary = ml_collections.ConfigDict(dict(name="lstm", hidden=128, num_layers=2,
