@@ -282,6 +282,61 @@ def test_block_max_pool(shape, window):
         np.testing.assert_array_equal(got, nn.max_pool(x, window, strides=window))
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_max_pooled_batch_norm_is_flax_batch_norm_then_pool(train):
+    """`MaxPooledBatchNorm` normalises after pooling: flax's `BatchNorm` then `block_max_pool`,
+    the same variables, values and running statistics exactly (positive and negative scales,
+    windows that do not divide the input), and the same gradient."""
+    import flax.linen as nn
+    from jax.test_util import check_grads
+
+    from tagjax.models.layers import MaxPooledBatchNorm, block_max_pool
+
+    window = (2, 3)
+    x = np.random.default_rng(0).standard_normal((3, 9, 10, 3)).astype(np.float32)
+    ours = MaxPooledBatchNorm(window, use_running_average=not train, momentum=0.9)
+    theirs = nn.BatchNorm(use_running_average=not train, momentum=0.9)
+    variables = ours.init(jax.random.key(0), x)
+    jax.tree.map(np.testing.assert_array_equal, variables, theirs.init(jax.random.key(0), x))
+    variables = {"params": {"scale": jnp.array([1.5, -0.7, 0.4]),
+                            "bias": jnp.array([0.1, 0.2, -0.3])},
+                 "batch_stats": {"mean": jnp.array([0.2, -0.1, 0.0]),
+                                 "var": jnp.array([0.5, 2.0, 1.0])}}
+
+    def pooled_flax(variables, x):
+        y, updates = theirs.apply(variables, x, mutable=["batch_stats"])
+        return block_max_pool(y, window), updates
+
+    def pooled_ours(variables, x):
+        return ours.apply(variables, x, mutable=["batch_stats"])
+
+    got, got_stats = pooled_ours(variables, x)
+    want, want_stats = pooled_flax(variables, x)
+    np.testing.assert_array_equal(got, want)
+    jax.tree.map(np.testing.assert_array_equal, got_stats, want_stats)
+
+    # The gradients, in float64: our function's against finite differences, and against flax's
+    # (the same function, so they differ by rounding alone: float64 sums of at most x.size = 270
+    # terms, within 270 * 2**-53 = 3e-14 of their magnitudes; 1e-9 of the peak leaves room for
+    # terms up to 10^4 times the peak, far above these unit-scale ones).
+    weights = np.random.default_rng(1).standard_normal(got.shape)
+    with jax.enable_x64(True):
+        x64 = jnp.asarray(x, jnp.float64)
+        variables64 = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), variables)
+
+        def loss(apply):
+            return lambda params, x: (apply({**variables64, "params": params}, x)[0]
+                                      * weights).sum()
+
+        check_grads(loss(pooled_ours), (variables64["params"], x64), order=1, modes=["rev"])
+        got_grads = jax.grad(loss(pooled_ours), argnums=(0, 1))(variables64["params"], x64)
+        want_grads = jax.grad(loss(pooled_flax), argnums=(0, 1))(variables64["params"], x64)
+        for got_grad, want_grad in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads),
+                                       strict=True):
+            np.testing.assert_allclose(got_grad, want_grad, rtol=0,
+                                       atol=1e-9 * np.abs(want_grad).max())
+
+
 # ---------------------------------------------------------------------------------------------
 # Recurrent summaries against NumPy implementations of the standard equations
 
@@ -529,11 +584,13 @@ def test_set_kmeans_errors():
         tjm.set_kmeans(_init(plain, _audio()), km)
 
 
-@pytest.mark.parametrize("kernel_size,padding", [((3, 5), ((1, 1), (0, 0))), ((7, 1), "SAME")])
+@pytest.mark.parametrize("kernel_size,padding", [((3, 5), ((1, 1), (0, 0))), ((7, 1), "SAME"),
+                                                 ((9, 3), ((4, 4), (0, 0)))])
 def test_single_channel_conv_is_flax_conv_with_its_gradient(kernel_size, padding):
-    """musicnn's one-channel convolutions: `flax.linen.Conv`'s parameters and values exactly; the
-    gradient (computed on the CPU from the unfolded windows) within two float32 summation
-    orders of XLA's own."""
+    """One-channel convolutions (musicnn's, the first of Choi's CNN): `flax.linen.Conv`'s
+    parameters and values exactly; the gradient (computed on the CPU from the unfolded windows,
+    folded back for up to 16 taps, by autodiff beyond) within two float32 summation orders of
+    XLA's own."""
     import flax.linen as nn
     from assertions import assert_within, gamma
 

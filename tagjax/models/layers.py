@@ -32,16 +32,31 @@ def block_max_pool(x, window):
     return x.reshape(batch, out_t, pool_t, out_f, pool_f, channels).max(axis=(2, 4))
 
 
-def _unfold(x, window, padding):
-    """Every window of a one-channel image, as features: `(batch, time, freq, 1)` ->
-    `(batch, time', freq', window_t * window_f)`, time-major within a window (the order of a
-    `(window_t, window_f, 1, features)` kernel reshaped to `(window_t * window_f, features)`).
-    `padding`: `((lo, hi), (lo, hi))` in time and frequency."""
+def _unfold(x, window, padding, axis):
+    """Every window of a one-channel image: `(batch, time, freq, 1)` ->
+    `(window_t * window_f, batch, time', freq')` (`axis=0`: each shifted copy one contiguous
+    block) or `(batch, time', freq', window_t * window_f)` (`axis=-1`), time-major within a
+    window (the order of a `(window_t, window_f, 1, features)` kernel reshaped to
+    `(window_t * window_f, features)`). `padding`: `((lo, hi), (lo, hi))` in time and frequency.
+    """
     x = jnp.pad(x[..., 0], ((0, 0), *padding))
     window_t, window_f = window
     time, freq = x.shape[1] - window_t + 1, x.shape[2] - window_f + 1
     return jnp.stack([x[:, i:i + time, j:j + freq]
-                      for i in range(window_t) for j in range(window_f)], axis=-1)
+                      for i in range(window_t) for j in range(window_f)], axis=axis)
+
+
+def _fold(windows, window, padding, shape):
+    """The transpose of `_unfold`: `(window_t * window_f, batch, time', freq')` -> the
+    `(batch, time, freq, 1)` image of `shape` whose every pixel sums what its windows hold."""
+    window_t, window_f = window
+    (pad_t, _), (pad_f, _) = padding
+    _, time_out, freq_out = windows.shape[1:]
+    padded_t, padded_f = time_out + window_t - 1, freq_out + window_f - 1
+    image = sum(jnp.pad(windows[i * window_f + j],
+                        ((0, 0), (i, padded_t - time_out - i), (j, padded_f - freq_out - j)))
+                for i in range(window_t) for j in range(window_f))
+    return image[:, pad_t:pad_t + shape[1], pad_f:pad_f + shape[2], None]
 
 
 def _conv(x, kernel, padding, precision):
@@ -49,10 +64,34 @@ def _conv(x, kernel, padding, precision):
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def _unfolded_conv(x, kernel, padding, precision):
+# Up to this many taps, the input's gradient is folded back from the windows as one fused sum
+# of shifted copies; XLA takes minutes to compile that sum for musicnn's hundreds of taps (7 x 38:
+# 336 s against 169 s for its whole fine-tuning step), so longer windows take the transpose of
+# the unfolding from autodiff instead (1.4x slower to run there).
+_MAX_FOLDED_TAPS = 16
+
+
+def _unfolded_gradient(x, kernel, padding, precision, grad):
+    """The gradient of `_conv` for a one-channel `x` as matrix products with the unfolded
+    windows: `(taps, n) @ (n, features)` for the kernel and `(taps, features) @ (features, n)`
+    for the input, `n` the output pixels and `taps = kernel_t * kernel_f`."""
     window_t, window_f, _, features = kernel.shape
-    return jnp.einsum("btfw,wc->btfc", _unfold(x, (window_t, window_f), padding),
-                      kernel.reshape(window_t * window_f, features), precision=precision)
+    taps = window_t * window_f
+    flat_kernel = kernel.reshape(taps, features)
+    if taps > _MAX_FOLDED_TAPS:
+        def unfolded_conv(x, flat_kernel):
+            return jnp.einsum("btfw,wc->btfc", _unfold(x, (window_t, window_f), padding, -1),
+                              flat_kernel, precision=precision)
+
+        x_grad, kernel_grad = jax.vjp(unfolded_conv, x, flat_kernel)[1](grad)
+        return x_grad, kernel_grad.reshape(kernel.shape)
+    flat_grad = grad.reshape(-1, features)
+    windows = _unfold(x, (window_t, window_f), padding, 0)
+    kernel_grad = jnp.dot(windows.reshape(taps, -1), flat_grad, precision=precision)
+    window_grad = lax.dot_general(flat_kernel, flat_grad, (((1,), (1,)), ((), ())),
+                                  precision=precision).reshape(windows.shape)
+    return (_fold(window_grad, (window_t, window_f), padding, x.shape),
+            kernel_grad.reshape(kernel.shape))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -65,7 +104,8 @@ def single_channel_conv(x, kernel, padding, precision=None):
     gradient is computed as matrix products on the unfolded windows instead: XLA's CPU
     backward convolutions are slow for one input channel and long kernels (musicnn's 7 x 38 and
     128 x 1 filters: 3-6x the time of this, and 10-30x their own forward pass), which made
-    fine-tuning musicnn take minutes a step. Elsewhere the gradient is XLA's own.
+    fine-tuning musicnn take minutes a step, and for the 3 x 3 first layer of Choi's CNN at the
+    log-mel's full resolution (3-5x). Elsewhere the gradient is XLA's own.
     """
     return _conv(x, kernel, padding, precision)
 
@@ -77,11 +117,12 @@ def _single_channel_conv_fwd(x, kernel, padding, precision):
 def _single_channel_conv_bwd(padding, precision, residuals, grad):
     x, kernel = residuals
 
-    def gradient(conv):
-        return tuple(jax.vjp(lambda x, k: conv(x, k, padding, precision), x, kernel)[1](grad))
+    def xla_gradient():
+        return tuple(jax.vjp(lambda x, k: _conv(x, k, padding, precision), x, kernel)[1](grad))
 
-    return lax.platform_dependent(cpu=lambda: gradient(_unfolded_conv),
-                                  default=lambda: gradient(_conv))
+    return lax.platform_dependent(
+        cpu=lambda: _unfolded_gradient(x, kernel, padding, precision, grad),
+        default=xla_gradient)
 
 
 single_channel_conv.defvjp(_single_channel_conv_fwd, _single_channel_conv_bwd)
@@ -96,12 +137,14 @@ class SingleChannelConv(nn.Module):
       kernel_size: `(window_t, window_f)`.
       padding: "SAME", "VALID" or `((lo, hi), (lo, hi))`, as `flax.linen.Conv` takes it.
       precision: of the convolution and of the gradient's products.
+      use_bias: whether to add a bias (as `flax.linen.Conv`'s `use_bias`).
     """
 
     features: int
     kernel_size: tuple[int, int]
     padding: str | tuple = "SAME"
     precision: str | None = None
+    use_bias: bool = True
 
     @nn.compact
     def __call__(self, x):
@@ -109,9 +152,60 @@ class SingleChannelConv(nn.Module):
             raise ValueError(f"expected (batch, time, freq, 1), got {x.shape}")
         kernel = self.param("kernel", nn.initializers.lecun_normal(),
                             (*self.kernel_size, 1, self.features))
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         padding = self.padding
         if isinstance(padding, str):
             padding = lax.padtype_to_pads(x.shape[1:3], self.kernel_size, (1, 1), padding)
         padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-        return single_channel_conv(x, kernel, padding, self.precision) + bias
+        y = single_channel_conv(x, kernel, padding, self.precision)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return y
+
+
+class MaxPooledBatchNorm(nn.Module):
+    """`block_max_pool(flax.linen.BatchNorm()(x), window)`, with the same variables and values,
+    normalising after pooling: `(batch, time, freq, channels)` ->
+    `(batch, ceil(time / window[0]), ceil(freq / window[1]), channels)`.
+
+    The statistics are those of the whole `x`; then each channel's normalisation is an
+    increasing map (or a decreasing one, for a negative scale), so it commutes with the max
+    (or the min) of a window, in floating point too. Normalising the pooled values alone saves
+    the full-resolution passes of the normalisation, and of an increasing activation applied
+    after this, forward and backward: most of the time of a first layer at the log-mel's
+    resolution. Only the last axis is a feature axis (`BatchNorm`'s default).
+
+    Attributes:
+      window: `(time, freq)` pool sizes (= strides).
+      use_running_average, momentum, epsilon: as `flax.linen.BatchNorm`'s.
+    """
+
+    window: tuple[int, int]
+    use_running_average: bool = False
+    momentum: float = 0.99
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x):
+        features = (x.shape[-1],)
+        axes = tuple(range(x.ndim - 1))
+        running_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
+        running_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
+        if self.use_running_average:
+            mean, var = running_mean.value, running_var.value
+        else:
+            # BatchNorm's statistics: E[x^2] - E[x]^2 in one pass, clipped at 0.
+            x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+            mean, mean_square = x32.mean(axes), lax.square(x32).mean(axes)
+            var = jnp.maximum(0.0, mean_square - lax.square(mean))
+            if not self.is_initializing():
+                running_mean.value = (self.momentum * running_mean.value
+                                      + (1 - self.momentum) * mean)
+                running_var.value = self.momentum * running_var.value + (1 - self.momentum) * var
+        scale = self.param("scale", nn.initializers.ones, features, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)
+        # BatchNorm's order of operations, so that the values are its values.
+        multiplier = lax.rsqrt(var + self.epsilon) * scale
+        # A negative multiplier turns the max into the min: -max(-x), exactly, in float too.
+        sign = lax.stop_gradient(jnp.where(multiplier < 0, -1.0, 1.0)).astype(x.dtype)
+        pooled = sign * block_max_pool(sign * x, self.window)
+        return ((pooled - mean) * multiplier + bias).astype(jnp.result_type(x, scale))
