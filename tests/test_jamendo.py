@@ -227,7 +227,7 @@ def test_a_beam_build_holds_the_local_builds_examples(top50, manual_dir, tmp_pat
     beam_built = get_builder("jamendo", config="top50", manual_dir=manual_dir, data_dir=tmp_path,
                              beam_options=BEAM_WORKER_PROCESSES)
     assert_same_build(top50, beam_built)
-    assert not list(beam_built.data_path.glob("beam-report-*"))  # the reports are collected
+    assert not list(beam_built.data_path.glob("beam-*"))  # the decoded samples are removed
 
 
 def test_beam_options_without_beam_say_what_to_install(monkeypatch, manual_dir, tmp_path):
@@ -261,6 +261,12 @@ def test_local_beam_options_run_as_many_processes_as_decode_workers():
     assert cluster.view_as(DirectOptions).direct_running_mode != "multi_processing"
     tfds_form = beam_decoding.pipeline_options("runner=DirectRunner,direct_num_workers=4", 3)
     assert tfds_form.view_as(DirectOptions).direct_num_workers == 4
+    # TFDS's Beam writer on a cluster runner; on the DirectRunner only when asked for.
+    assert beam_decoding.uses_tfds_beam_writer(cluster)
+    for flags, expected in [("", False), ("--runner=DirectRunner", False),
+                            ("--experiments=tfds_beam_writer", True)]:
+        options = beam_decoding.pipeline_options(flags, local_workers=3)
+        assert beam_decoding.uses_tfds_beam_writer(options) == expected, flags
 
 
 def test_prepare_command_lists_the_splits_and_exits_1_for_skipped_tracks(top50, manual_dir,

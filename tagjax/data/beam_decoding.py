@@ -1,11 +1,20 @@
 """Decoding a data set's audio files in an Apache Beam pipeline instead of a `DecodePool`.
 
 TFDS builds a split with Beam when the builder's `_generate_examples` returns a Beam
-`PTransform` (its `beam_datasets` guide); the same builder then runs on the DirectRunner on this
-machine or on a cluster runner (Dataflow, Flink, Spark). `DecodeToExamples` is that transform:
-it spreads the `(key, path, labels)` jobs over the workers (a reshuffle, so each worker decodes
-its share), decodes each with `decode_pool.decode_file` (the same function `DecodePool` runs, so
-both paths store the same samples) and yields TFDS's `(key, example)` pairs.
+`PTransform` (its `beam_datasets` guide); the same builder then runs on a cluster runner
+(Dataflow, Flink, Spark). `DecodeToExamples` is that transform: it spreads the
+`(key, path, labels)` jobs over the workers (a reshuffle, so each worker decodes its share),
+decodes each with `decode_pool.decode_file` (the same function `DecodePool` runs, so both paths
+store the same samples) and yields TFDS's `(key, example)` pairs, which TFDS's Beam writer
+shuffles and writes into shards on the workers.
+
+On the DirectRunner that writer is the slow part: every example crosses the runner's controller
+(over gRPC, with `multi_processing`) on its way into and out of each of its three stages, and
+the controller holds the whole split in memory. There `DirectRunnerDecoding` takes `DecodePool`'s
+place instead: one pipeline over all the splits' files, whose worker processes decode each with
+the same `decode_file` and leave its samples in a file; this process reads them back in order
+and TFDS's local writer writes the split, as it does after `DecodePool`. `uses_tfds_beam_writer`
+says which of the two a build with given options takes.
 
 Files that cannot be used and tracks scaled down by their peak are not lost with the worker
 that found them: each worker writes their records as JSON lines under `report_prefix` (next to
@@ -15,18 +24,35 @@ the pipeline has finished, so the builder lists them in its metadata as the loca
 Importing this module imports `apache_beam` (the `beam` extra: `pip install "tagjax[beam]"`).
 """
 
+import io
 import json
+import logging
+import os
 import shlex
+import shutil
 import uuid
+from collections.abc import Iterator, Sequence
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    DirectOptions,
+    PipelineOptions,
+    StandardOptions,
+)
 
 from tagjax.data import decode_pool, schema
 
 SKIPPED = "skipped"
 RESCALED = "rescaled"
+
+# `--experiments=tfds_beam_writer`: TFDS's Beam writer on the DirectRunner too, as on a cluster.
+TFDS_BEAM_WRITER = "tfds_beam_writer"
+_DIRECT_RUNNERS = (None, "DirectRunner", "direct")
+
+_logger = logging.getLogger(__name__)
 
 
 class _Decode(beam.DoFn):
@@ -115,6 +141,139 @@ def read_reports(report_prefix: str) -> tuple[list[decode_pool.Skipped],
     skipped = [decode_pool.Skipped(**records[k]) for k in sorted(records) if k[0] == SKIPPED]
     rescaled = [decode_pool.Rescaled(**records[k]) for k in sorted(records) if k[0] == RESCALED]
     return skipped, rescaled
+
+
+def uses_tfds_beam_writer(options: PipelineOptions) -> bool:
+    """Whether a build with `options` writes its splits with TFDS's Beam writer on the workers
+    (`DecodeToExamples`): on every runner but the DirectRunner, and on the DirectRunner given
+    `--experiments=tfds_beam_writer` (a rehearsal of a cluster's pipeline). Otherwise the
+    DirectRunner decodes (`DirectRunnerDecoding`) and TFDS's local writer writes."""
+    runner = options.view_as(StandardOptions).runner
+    experiments = options.view_as(DebugOptions).experiments or []
+    return runner not in _DIRECT_RUNNERS or TFDS_BEAM_WRITER in experiments
+
+
+class _DecodeToFile(beam.DoFn):
+    """`(index, path, sample_rate, min_samples, excerpt_seconds)` -> `<workdir>/<index>.npy`,
+    the `(samples,)` int16 of `decode_file`, and `<workdir>/<index>.json` for a file it skipped
+    (`{"reason": ...}`) or scaled down (`{"peak": ...}`).
+
+    Each file is written under a temporary name and renamed, so a retried bundle rewrites whole
+    files and the reader never sees half of one.
+    """
+
+    def __init__(self, workdir: str):
+        self._workdir = workdir
+
+    def process(self, job):
+        index, path, sample_rate, min_samples, excerpt_seconds = job
+        result = decode_pool.decode_file(path, sample_rate, min_samples, excerpt_seconds)
+        stem = os.path.join(self._workdir, f"{index:09d}")
+        if isinstance(result, str):
+            _write_whole(stem + ".json", json.dumps({"reason": result}).encode())
+            return
+        samples, peak = result
+        if peak > 1.0:
+            _write_whole(stem + ".json", json.dumps({"peak": peak}).encode())
+        buffer = io.BytesIO()
+        np.save(buffer, samples)
+        _write_whole(stem + ".npy", buffer.getvalue())
+
+
+def _write_whole(path: str, data: bytes) -> None:
+    partial = f"{path}.{uuid.uuid4().hex}.partial"
+    with open(partial, "wb") as file:
+        file.write(data)
+    os.replace(partial, path)
+
+
+class DirectRunnerDecoding:
+    """Decodes a build's audio files in Beam's DirectRunner, for TFDS's local writer: the
+    Beam counterpart of `DecodePool` on one machine (see the module's docstring for why).
+
+    `decode` takes `DecodePool.decode`'s arguments and yields the same results, but takes its jobs
+    at once: the first result read runs one pipeline over the jobs of every `decode` call made so
+    far (a build's splits, so its workers start once). The workers write each file's samples
+    under `workdir`; they are read back in the order of the jobs and removed. Use as a context
+    manager: `workdir` is removed on exit.
+
+    Args:
+      options: the pipeline's options (a DirectRunner's, e.g. from `pipeline_options`).
+      workdir: a folder to create for the decoded samples (on a disk with room for them).
+    """
+
+    def __init__(self, options: PipelineOptions, workdir: str | os.PathLike):
+        self._options = options
+        self._workdir = os.fspath(workdir)
+        self._pending = []  # jobs handed over whose pipeline has not run
+        self._decoded = 0  # jobs [0, _decoded) have run
+
+    def __enter__(self) -> "DirectRunnerDecoding":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def decode(
+        self,
+        jobs: Sequence[tuple[str, str | os.PathLike]],
+        *,
+        sample_rate: int = schema.SAMPLE_RATE,
+        min_samples: int = 0,
+        excerpt_seconds: float | None = None,
+        description: str = "decoding",
+        rescaled: list[decode_pool.Rescaled] | None = None,
+    ) -> Iterator[tuple[str, np.ndarray | decode_pool.Skipped]]:
+        """`DecodePool.decode` (see there) in the DirectRunner's workers; the jobs are taken now,
+        decoded when the first result is read."""
+        first = self._decoded + len(self._pending)
+        self._pending.extend(
+            (first + i, os.fspath(path), sample_rate, min_samples, excerpt_seconds)
+            for i, (_, path) in enumerate(jobs)
+        )
+        return self._results(first, list(jobs), description, rescaled)
+
+    def _results(self, first, jobs, description, rescaled):
+        if first >= self._decoded:
+            self._run()
+        for index, (key, path) in enumerate(jobs, start=first):
+            stem = os.path.join(self._workdir, f"{index:09d}")
+            record = {}
+            if os.path.exists(stem + ".json"):
+                with open(stem + ".json") as file:
+                    record = json.load(file)
+                os.remove(stem + ".json")
+            if "reason" in record:
+                yield key, decode_pool.Skipped(key, os.fspath(path), record["reason"])
+                continue
+            try:
+                samples = np.load(stem + ".npy")
+            except FileNotFoundError:
+                raise RuntimeError(f"the Beam pipeline finished without decoding {path!r}: "
+                                   f"{stem}.npy is missing") from None
+            os.remove(stem + ".npy")
+            if "peak" in record:
+                rescaled_record = decode_pool.Rescaled(key, os.fspath(path), record["peak"])
+                if rescaled is None:
+                    decode_pool._log_rescaled(description, rescaled_record, _logger)
+                else:
+                    rescaled.append(rescaled_record)
+            yield key, samples
+
+    def _run(self) -> None:
+        """Decodes the pending jobs in one pipeline."""
+        jobs, self._pending = self._pending, []
+        os.makedirs(self._workdir, exist_ok=True)
+        _logger.info("decoding %d file(s) in Beam's DirectRunner", len(jobs))
+        with beam.Pipeline(options=self._options) as pipeline:
+            _ = (
+                pipeline
+                | "Jobs" >> beam.Create(jobs)
+                # Create's elements would stay in one bundle on one worker; spread them.
+                | "Spread" >> beam.Reshuffle()
+                | "Decode" >> beam.ParDo(_DecodeToFile(self._workdir))
+            )
+        self._decoded += len(jobs)
 
 
 def pipeline_options(flags: str | list[str], local_workers: int) -> PipelineOptions:
