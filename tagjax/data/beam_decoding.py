@@ -30,6 +30,8 @@ import logging
 import os
 import shlex
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 
@@ -153,10 +155,11 @@ def uses_tfds_beam_writer(options: PipelineOptions) -> bool:
     return runner not in _DIRECT_RUNNERS or TFDS_BEAM_WRITER in experiments
 
 
-class _DecodeToFile(beam.DoFn):
-    """`(index, path, sample_rate, min_samples, excerpt_seconds)` -> `<workdir>/<index>.npy`,
-    the `(samples,)` int16 of `decode_file`, and `<workdir>/<index>.json` for a file it skipped
-    (`{"reason": ...}`) or scaled down (`{"peak": ...}`).
+class _DecodeShare(beam.DoFn):
+    """`(share, jobs)` -> for each job `(index, path, sample_rate, min_samples, excerpt_seconds)`,
+    in the order of `index`: `<workdir>/<index>.npy`, the `(samples,)` int16 of `decode_file`,
+    and `<workdir>/<index>.json` for a file it skipped (`{"reason": ...}`) or scaled down
+    (`{"peak": ...}`, written before the samples).
 
     Each file is written under a temporary name and renamed, so a retried bundle rewrites whole
     files and the reader never sees half of one.
@@ -165,19 +168,20 @@ class _DecodeToFile(beam.DoFn):
     def __init__(self, workdir: str):
         self._workdir = workdir
 
-    def process(self, job):
-        index, path, sample_rate, min_samples, excerpt_seconds = job
-        result = decode_pool.decode_file(path, sample_rate, min_samples, excerpt_seconds)
-        stem = os.path.join(self._workdir, f"{index:09d}")
-        if isinstance(result, str):
-            _write_whole(stem + ".json", json.dumps({"reason": result}).encode())
-            return
-        samples, peak = result
-        if peak > 1.0:
-            _write_whole(stem + ".json", json.dumps({"peak": peak}).encode())
-        buffer = io.BytesIO()
-        np.save(buffer, samples)
-        _write_whole(stem + ".npy", buffer.getvalue())
+    def process(self, share_jobs):
+        _, jobs = share_jobs
+        for index, path, sample_rate, min_samples, excerpt_seconds in sorted(jobs):
+            result = decode_pool.decode_file(path, sample_rate, min_samples, excerpt_seconds)
+            stem = os.path.join(self._workdir, f"{index:09d}")
+            if isinstance(result, str):
+                _write_whole(stem + ".json", json.dumps({"reason": result}).encode())
+                continue
+            samples, peak = result
+            if peak > 1.0:
+                _write_whole(stem + ".json", json.dumps({"peak": peak}).encode())
+            buffer = io.BytesIO()
+            np.save(buffer, samples)
+            _write_whole(stem + ".npy", buffer.getvalue())
 
 
 def _write_whole(path: str, data: bytes) -> None:
@@ -187,31 +191,49 @@ def _write_whole(path: str, data: bytes) -> None:
     os.replace(partial, path)
 
 
+def _direct_workers(options: PipelineOptions) -> int:
+    """How many workers the DirectRunner runs with `options`."""
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode not in ("multi_processing", "multi_threading"):
+        return 1
+    if direct.direct_num_workers == 0:
+        return os.cpu_count() or 1
+    return max(direct.direct_num_workers or 1, 1)
+
+
 class DirectRunnerDecoding:
     """Decodes a build's audio files in Beam's DirectRunner, for TFDS's local writer: the
     Beam counterpart of `DecodePool` on one machine (see the module's docstring for why).
 
-    `decode` takes `DecodePool.decode`'s arguments and yields the same results, but takes its jobs
-    at once: the first result read runs one pipeline over the jobs of every `decode` call made so
-    far (a build's splits, so its workers start once). The workers write each file's samples
-    under `workdir`; they are read back in the order of the jobs and removed. Use as a context
-    manager: `workdir` is removed on exit.
+    `decode` takes `DecodePool.decode`'s arguments and yields the same results in the same
+    order, but takes its jobs at once: the first result read starts one pipeline over the jobs
+    of every `decode` call made so far (a build's splits, so its workers start once). Each
+    worker decodes an equal share of them, every n-th job in order, and leaves each file's
+    samples under `workdir`, where they are read, in order, as they appear, and removed: TFDS
+    writes while the workers decode, as with the pool. Use as a context manager: on exit the
+    pipeline is waited for and `workdir` removed.
 
     Args:
       options: the pipeline's options (a DirectRunner's, e.g. from `pipeline_options`).
       workdir: a folder to create for the decoded samples (on a disk with room for them).
     """
 
+    _POLL_SECONDS = 0.02
+
     def __init__(self, options: PipelineOptions, workdir: str | os.PathLike):
         self._options = options
         self._workdir = os.fspath(workdir)
-        self._pending = []  # jobs handed over whose pipeline has not run
-        self._decoded = 0  # jobs [0, _decoded) have run
+        self._pending = []  # jobs handed over whose pipeline has not started
+        self._started = 0  # jobs [0, _started) are in a pipeline that has started
+        self._pipeline = None  # the thread running the latest pipeline
+        self._error = None  # what ended it, if it failed
 
     def __enter__(self) -> "DirectRunnerDecoding":
         return self
 
     def __exit__(self, *exc_info) -> None:
+        if self._pipeline is not None:
+            self._pipeline.join()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
     def decode(
@@ -225,8 +247,8 @@ class DirectRunnerDecoding:
         rescaled: list[decode_pool.Rescaled] | None = None,
     ) -> Iterator[tuple[str, np.ndarray | decode_pool.Skipped]]:
         """`DecodePool.decode` (see there) in the DirectRunner's workers; the jobs are taken now,
-        decoded when the first result is read."""
-        first = self._decoded + len(self._pending)
+        decoded once the first result is read."""
+        first = self._started + len(self._pending)
         self._pending.extend(
             (first + i, os.fspath(path), sample_rate, min_samples, excerpt_seconds)
             for i, (_, path) in enumerate(jobs)
@@ -234,24 +256,13 @@ class DirectRunnerDecoding:
         return self._results(first, list(jobs), description, rescaled)
 
     def _results(self, first, jobs, description, rescaled):
-        if first >= self._decoded:
-            self._run()
+        if first >= self._started:
+            self._start()
         for index, (key, path) in enumerate(jobs, start=first):
-            stem = os.path.join(self._workdir, f"{index:09d}")
-            record = {}
-            if os.path.exists(stem + ".json"):
-                with open(stem + ".json") as file:
-                    record = json.load(file)
-                os.remove(stem + ".json")
+            record, samples = self._wait_for(index, path)
             if "reason" in record:
                 yield key, decode_pool.Skipped(key, os.fspath(path), record["reason"])
                 continue
-            try:
-                samples = np.load(stem + ".npy")
-            except FileNotFoundError:
-                raise RuntimeError(f"the Beam pipeline finished without decoding {path!r}: "
-                                   f"{stem}.npy is missing") from None
-            os.remove(stem + ".npy")
             if "peak" in record:
                 rescaled_record = decode_pool.Rescaled(key, os.fspath(path), record["peak"])
                 if rescaled is None:
@@ -260,20 +271,58 @@ class DirectRunnerDecoding:
                     rescaled.append(rescaled_record)
             yield key, samples
 
-    def _run(self) -> None:
-        """Decodes the pending jobs in one pipeline."""
+    def _wait_for(self, index: int, path) -> tuple[dict, np.ndarray | None]:
+        """What the workers wrote of job `index` (removed once read): its record (`{}`, a
+        reason it was skipped or its peak) and its samples (`None` if skipped)."""
+        stem = os.path.join(self._workdir, f"{index:09d}")
+        while True:
+            finished = not self._pipeline.is_alive()  # before looking: nothing is written after
+            # The samples before the record: a record of their peak is written before them.
+            has_samples = os.path.exists(stem + ".npy")
+            record = {}
+            if os.path.exists(stem + ".json"):
+                with open(stem + ".json") as file:
+                    record = json.load(file)
+            if "reason" in record or has_samples:
+                samples = None if "reason" in record else np.load(stem + ".npy")
+                for suffix in (".json", ".npy"):
+                    if os.path.exists(stem + suffix):
+                        os.remove(stem + suffix)
+                return record, samples
+            if finished:
+                if self._error is not None:
+                    raise RuntimeError(f"the Beam pipeline decoding the files failed: "
+                                       f"{self._error}") from self._error
+                raise RuntimeError(f"the Beam pipeline finished without decoding {path!r}")
+            time.sleep(self._POLL_SECONDS)
+
+    def _start(self) -> None:
+        """Starts a pipeline that decodes the pending jobs (after the one running, if any)."""
+        if self._pipeline is not None:
+            self._pipeline.join()
         jobs, self._pending = self._pending, []
+        self._started += len(jobs)
         os.makedirs(self._workdir, exist_ok=True)
-        _logger.info("decoding %d file(s) in Beam's DirectRunner", len(jobs))
-        with beam.Pipeline(options=self._options) as pipeline:
-            _ = (
-                pipeline
-                | "Jobs" >> beam.Create(jobs)
-                # Create's elements would stay in one bundle on one worker; spread them.
-                | "Spread" >> beam.Reshuffle()
-                | "Decode" >> beam.ParDo(_DecodeToFile(self._workdir))
-            )
-        self._decoded += len(jobs)
+        shares = _direct_workers(self._options)
+        _logger.info("decoding %d file(s) in Beam's DirectRunner, %d worker(s)", len(jobs),
+                     shares)
+
+        def run():
+            try:
+                with beam.Pipeline(options=self._options) as pipeline:
+                    _ = (
+                        pipeline
+                        | "Jobs" >> beam.Create([(job[0] % shares, job) for job in jobs])
+                        # One share a worker (the DirectRunner spreads the groups over them),
+                        # each decoded in order, so the results appear in about the jobs' order.
+                        | "Share" >> beam.GroupByKey()
+                        | "Decode" >> beam.ParDo(_DecodeShare(self._workdir))
+                    )
+            except Exception as error:  # raised where the results are read
+                self._error = error
+
+        self._pipeline = threading.Thread(target=run, name="beam-decoding", daemon=True)
+        self._pipeline.start()
 
 
 def pipeline_options(flags: str | list[str], local_workers: int) -> PipelineOptions:
