@@ -211,7 +211,7 @@ class DirectRunnerDecoding:
     worker decodes an equal share of them, every n-th job in order, and leaves each file's
     samples under `workdir`, where they are read, in order, as they appear, and removed: TFDS
     writes while the workers decode, as with the pool. Use as a context manager: on exit the
-    pipeline is waited for and `workdir` removed.
+    pipeline is waited for (unless an error ends the build) and `workdir` removed.
 
     Args:
       options: the pipeline's options (a DirectRunner's, e.g. from `pipeline_options`).
@@ -231,8 +231,10 @@ class DirectRunnerDecoding:
     def __enter__(self) -> "DirectRunnerDecoding":
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        if self._pipeline is not None:
+    def __exit__(self, exc_type, *exc_info) -> None:
+        # After a failure (or Ctrl-C) the pipeline is not waited for: it fails without its
+        # folder, and its worker processes end with this one.
+        if self._pipeline is not None and exc_type is None:
             self._pipeline.join()
         shutil.rmtree(self._workdir, ignore_errors=True)
 
