@@ -416,13 +416,17 @@ def test_a_folder_where_no_file_decodes_is_an_error_listing_why(tmp_path):
 
 
 @pytest.mark.beam
-def test_a_beam_build_holds_the_local_builds_examples(quirky_folder, tmp_path):
+@pytest.mark.parametrize("writer", ["local", "tfds_beam"])
+def test_a_beam_build_holds_the_local_builds_examples(quirky_folder, tmp_path, writer):
     pytest.importorskip("apache_beam")
-    from builds import BEAM_IN_PROCESS, assert_same_build
+    from builds import BEAM_IN_PROCESS, BEAM_TFDS_WRITER, assert_same_build
 
-    # A track rescaled, case-folded tags and splits, a split left out: all as built locally.
+    # A track rescaled, case-folded tags and splits, a split left out: all as built locally,
+    # whether TFDS's local writer writes what the DirectRunner decoded or TFDS's Beam writer
+    # writes the splits on the workers, as on a cluster runner.
     root, local = quirky_folder
-    beam_built = get_builder("folder", directory=root, data_dir=tmp_path,
-                             beam_options=BEAM_IN_PROCESS)
+    options = BEAM_IN_PROCESS if writer == "local" else BEAM_TFDS_WRITER
+    beam_built = get_builder("folder", directory=root, data_dir=tmp_path, beam_options=options)
     assert_same_build(local, beam_built)
     assert beam_built.info.metadata["rescaled"][0]["key"] == "loud.wav"
+    assert not list(beam_built.data_path.glob("beam-*"))  # reports and samples removed

@@ -227,7 +227,7 @@ def test_a_beam_build_holds_the_local_builds_examples(top50, manual_dir, tmp_pat
     beam_built = get_builder("jamendo", config="top50", manual_dir=manual_dir, data_dir=tmp_path,
                              beam_options=BEAM_WORKER_PROCESSES)
     assert_same_build(top50, beam_built)
-    assert not list(beam_built.data_path.glob("beam-report-*"))  # the reports are collected
+    assert not list(beam_built.data_path.glob("beam-*"))  # the decoded samples are removed
 
 
 def test_beam_options_without_beam_say_what_to_install(monkeypatch, manual_dir, tmp_path):
@@ -261,6 +261,53 @@ def test_local_beam_options_run_as_many_processes_as_decode_workers():
     assert cluster.view_as(DirectOptions).direct_running_mode != "multi_processing"
     tfds_form = beam_decoding.pipeline_options("runner=DirectRunner,direct_num_workers=4", 3)
     assert tfds_form.view_as(DirectOptions).direct_num_workers == 4
+    # TFDS's Beam writer on a cluster runner; on the DirectRunner only when asked for.
+    assert beam_decoding.uses_tfds_beam_writer(cluster)
+    for flags, expected in [("", False), ("--runner=DirectRunner", False),
+                            ("--experiments=tfds_beam_writer", True)]:
+        options = beam_decoding.pipeline_options(flags, local_workers=3)
+        assert beam_decoding.uses_tfds_beam_writer(options) == expected, flags
+
+
+@pytest.mark.beam
+def test_direct_runner_decoding_yields_the_pools_results_in_order(tmp_path, monkeypatch):
+    beam_decoding = pytest.importorskip("tagjax.data.beam_decoding")
+    from builds import BEAM_IN_PROCESS
+
+    from tagjax.data import decode_pool
+
+    t = np.arange(8000) / 16000
+    soundfile.write(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 440 * t), 16000)
+    soundfile.write(tmp_path / "loud.wav", 2.0 * np.sin(2 * np.pi * 220 * t), 16000,
+                    subtype="FLOAT")
+    jobs = [("tone", tmp_path / "tone.wav"), ("gone", tmp_path / "gone.wav"),
+            ("loud", tmp_path / "loud.wav")]
+    expected_rescaled, rescaled = [], []
+    with decode_pool.DecodePool(0) as pool:
+        expected = list(pool.decode(jobs, rescaled=expected_rescaled, progress=False))
+    options = beam_decoding.pipeline_options(BEAM_IN_PROCESS, local_workers=1)
+    with beam_decoding.DirectRunnerDecoding(options, tmp_path / "work") as decoding:
+        # Both calls' jobs are taken before any is read: one pipeline decodes them.
+        first = decoding.decode(jobs[:2], rescaled=rescaled)
+        second = decoding.decode(jobs[2:], rescaled=rescaled)
+        got = list(first) + list(second)
+    assert [key for key, _ in got] == [key for key, _ in expected]
+    for (_, result), (_, reference) in zip(got, expected, strict=True):
+        if isinstance(reference, decode_pool.Skipped):
+            assert result == reference
+        else:
+            np.testing.assert_array_equal(result, reference)
+    assert rescaled == expected_rescaled and [r.key for r in rescaled] == ["loud"]
+    assert not (tmp_path / "work").exists()
+
+    # A pipeline that fails is an error where its results are read.
+    def no_room(path, data):
+        raise OSError(f"{path}: no space left on device")
+
+    monkeypatch.setattr(beam_decoding, "_write_whole", no_room)
+    with (beam_decoding.DirectRunnerDecoding(options, tmp_path / "work") as decoding,
+          pytest.raises(RuntimeError, match="the Beam pipeline decoding the files failed")):
+        list(decoding.decode(jobs))
 
 
 def test_prepare_command_lists_the_splits_and_exits_1_for_skipped_tracks(top50, manual_dir,
