@@ -14,9 +14,14 @@ shared with other work slows all of them alike; medians over all steps:
 - **LSTM before/after**: the step with Flax's `OptimizedLSTMCell` inside `nn.RNN` (the input
   product computed at each of the 47 steps, as tagjax did before) against tagjax's
   `LSTMSummary` (the input product of all steps in one matmul before the scan).
+- **CNN layers before/after** (Choi's CNN front ends: `cnn_lstm`, `fcn`, `crnn`, `cnn_bof`):
+  the step with Flax's `Conv` and `BatchNorm` then pooling (as tagjax did before), with each of
+  tagjax's two changes alone, and with both: the first layer's one-channel convolution taking
+  `SingleChannelConv`'s gradient, and `MaxPooledBatchNorm` normalising after pooling.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -30,7 +35,7 @@ import numpy as np
 import optax
 
 from tagjax import configs, train
-from tagjax.models import summaries
+from tagjax.models import cnn, layers, summaries
 
 NUM_TAGS = 32
 DEFAULT_OUT = Path(__file__).parent / "results" / "step_profile.json"
@@ -45,6 +50,35 @@ class CellLSTMSummary(summaries._RecurrentStack):
     unroll: int = 1
     pool: int = 1
     cell_type = nn.OptimizedLSTMCell
+
+
+class LayersChoiCNN(cnn.ChoiCNN):
+    """Choi's CNN with its first layer and its batch norms chosen: `flax.linen.Conv` or
+    `SingleChannelConv` (`single_channel_conv`), `BatchNorm` then pooling or
+    `MaxPooledBatchNorm` (`pooled_norm`). The same parameters, values and gradients."""
+
+    single_channel_conv: bool = True
+    pooled_norm: bool = True
+
+    @nn.compact
+    def __call__(self, audio, *, train: bool):
+        act = cnn.activation_fn(self.activation)
+        x = self.normalized(self.log_mel(audio), train=train)[..., None]
+        for i, (width, pool) in enumerate(zip(self.channels, self.block_pools(), strict=True)):
+            conv = (layers.SingleChannelConv if self.single_channel_conv and x.shape[-1] == 1
+                    else nn.Conv)
+            x = conv(width, tuple(self.kernel_size), padding="SAME", use_bias=False,
+                     name=f"conv{i}")(x)
+            if self.pooled_norm:
+                x = act(layers.MaxPooledBatchNorm(pool, use_running_average=not train,
+                                                  momentum=self.bn_momentum, name=f"bn{i}")(x))
+            else:
+                x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                                 name=f"bn{i}")(x)
+                x = layers.block_max_pool(act(x), pool)
+            if self.dropout:
+                x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return jnp.max(x, axis=(1, 2)) if self.output == "clip" else jnp.max(x, axis=2)
 
 
 def alternate(candidates: dict, rounds: int, steps_per_round: int) -> dict:
@@ -157,9 +191,29 @@ def main(argv=None) -> None:
         for name, ms in lstm.items():
             print(f"  {name:<32} {ms:8.1f} ms")
         print(f"  gain: {lstm['before: Flax cell'] / lstm['after: input product hoisted']:.2f}x")
+    cnn_layers = None
+    if isinstance(model.frontend, cnn.ChoiCNN):
+        fields = {f.name: getattr(model.frontend, f.name)
+                  for f in dataclasses.fields(model.frontend)
+                  if f.init and f.name not in ("parent", "name")}
+        variants = {"before: Flax Conv, BatchNorm, pool": (False, False),
+                    "SingleChannelConv only": (True, False),
+                    "MaxPooledBatchNorm only": (False, True),
+                    "after: both": (True, True)}
+        cnn_candidates = {}
+        for name, (conv, norm) in variants.items():
+            frontend = LayersChoiCNN(**fields, single_channel_conv=conv, pooled_norm=norm)
+            cnn_candidates[name], _ = step_candidate(model.clone(frontend=frontend), config,
+                                                     batches)
+        cnn_layers = alternate(cnn_candidates, args.rounds, args.steps_per_round)
+        before = cnn_layers["before: Flax Conv, BatchNorm, pool"]
+        print("\nCNN layers, whole step:")
+        for name, ms in cnn_layers.items():
+            print(f"  {name:<36} {ms:8.1f} ms  {before / ms:5.2f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(config=args.config, batch=args.batch,
                                         parts_ms=part_ms, xla_cost=costs, lstm_step_ms=lstm,
+                                        cnn_layers_step_ms=cnn_layers,
                                         load_average=os.getloadavg()[0]), indent=2))
     print(f"wrote {args.out}")
 

@@ -4,6 +4,7 @@ Each command is also `python -m tagjax.COMMAND ...`; `tagjax COMMAND --help` say
 """
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -50,8 +51,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tagjax import cli
 
     module, _, function = COMMANDS[argv[0]][0].partition(":")
-    with cli.errors_in_one_line():
-        return getattr(importlib.import_module(module), function)(argv[1:]) or 0
+    try:
+        with cli.errors_in_one_line():
+            status = getattr(importlib.import_module(module), function)(argv[1:]) or 0
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader of the output left (`tagjax list | head`): stop quietly, as Unix tools do,
+        # with Python's advice: no further writes to the closed pipe, not even at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return status
 
 
 if __name__ == "__main__":

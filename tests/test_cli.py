@@ -339,6 +339,32 @@ def test_tagjax_lists_configs_models_and_data_sets(capsys):
     assert "folder: " in printed
 
 
+def test_a_reader_that_leaves_early_ends_the_listing_quietly(tmp_path, monkeypatch):
+    # `tagjax list | head -1`: writing to the closed pipe raises BrokenPipeError; the command
+    # stops with status 1 and no traceback, and its standard output goes nowhere from then on.
+    class ClosedPipe:
+        def __init__(self, path):
+            self.file = open(path, "w")  # noqa: SIM115 (closed below)
+
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            return self.file.fileno()
+
+    pipe = ClosedPipe(tmp_path / "stdout")
+    monkeypatch.setattr(sys, "stdout", pipe)
+    try:
+        assert tagjax_main.main(["list"]) == 1
+        os.write(pipe.fileno(), b"after")  # now /dev/null's
+    finally:
+        pipe.file.close()
+    assert (tmp_path / "stdout").read_text() == ""
+
+
 def test_tagjax_dispatches_commands_and_is_a_console_script(capsys):
     assert tagjax_main.main(["train", "--help"]) == 0
     assert capsys.readouterr().out.startswith("usage: python -m tagjax.train")

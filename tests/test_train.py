@@ -90,7 +90,7 @@ def test_killed_run_resumes_to_the_same_parameters(tiny_config, tmp_path, monkey
     # 7 the best so far). Killed at step 11 while it saves in the earlier layout of a run's
     # checkpoints (latest/7, latest/9, best/7), then at step 13, the run resumes from 9, then
     # from 12, and must replay the lost steps identically.
-    config = tiny_config("mfcc_lstm")
+    config = tiny_config("mfcc_lstm", checkpoint_every_steps=3)
     reference = str(tmp_path / "uninterrupted")
     train.train_and_evaluate(config, reference)
 
@@ -174,7 +174,8 @@ def _steps(workdir):
 @pytest.mark.parametrize("log_every_steps", [2, 4])
 def test_nan_loss_stops_with_last_good_checkpoint(log_every_steps, tiny_config, tmp_path,
                                                   monkeypatch):
-    config = tiny_config("mfcc_lstm", num_epochs=1, log_every_steps=log_every_steps)
+    config = tiny_config("mfcc_lstm", num_epochs=1, log_every_steps=log_every_steps,
+                         checkpoint_every_steps=3)
     real_loader = train.tj_data.train_loader
 
     class PoisonedIterator:

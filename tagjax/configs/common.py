@@ -12,8 +12,10 @@ from tagjax.cli import UsageError, did_you_mean
 # The variants of every config ("" is the config itself).
 VARIANTS = ("tiny",)
 # What the tiny variant changes in every config: two short epochs of small batches on
-# `synth/tiny`, logs and checkpoints every few steps (tests interrupt and resume runs at a
-# step), and a k-means fitted on few frames. Each config adds its own smaller model sizes.
+# `synth/tiny`, logs every few steps, checkpoints at the ends of epochs only (a save takes
+# Orbax most of a second, the better part of a tiny run; tests of interrupted runs set
+# `checkpoint_every_steps`), and a k-means fitted on few frames. Each config adds its own
+# smaller model sizes.
 TINY = {
     "dataset.config": "tiny",
     "num_epochs": 2,
@@ -23,7 +25,7 @@ TINY = {
     "eval_chunks": 2,
     "progress": False,
     "log_every_steps": 2,
-    "checkpoint_every_steps": 3,
+    "checkpoint_every_steps": 1000,
     "kmeans.fit_clips": 8,
     "kmeans.frames_per_batch": 64,
 }
