@@ -34,8 +34,17 @@ TRACKS = {
     "track_1092310": ("10/1092310.mp3", "corrupt", None, ["genre---techno"]),
     "track_0087483": ("83/87483.mp3", "missing", None, ["genre---dance"]),
     "track_1195900": ("00/1195900.mp3", 3.0, 16000, ["genre---pop", "mood/theme---happy"]),
+    "track_0000301": ("01/301.mp3", 2.0, 16000,
+                      ["genre---classical", "instrument---strings", "instrument---violin"]),
+    "track_0000402": ("02/402.mp3", 2.0, 16000,
+                      ["genre---electronic", "genre---techno", "instrument---synthesizer"]),
+    "track_0000503": ("03/503.mp3", 2.0, 16000, ["genre---ambient", "mood/theme---relaxing"]),
+    "track_0000604": ("04/604.mp3", 2.0, 16000,
+                      ["genre---metal", "instrument---drums", "instrument---electricguitar"]),
 }
-# The official splits of the fake tree: split -> tracks, for split-0 and split-1.
+# The official splits of the fake tree: split -> tracks, for split-0, split-1 and split-2 (the
+# one a tiny config trains on: a batch of 4 top-50 tracks, and tags with both classes in
+# `valid` and `test`).
 SPLITS = {
     0: {"train": ["track_0000214", "track_0003524", "track_1310775", "track_1092310"],
         "validation": ["track_0917538", "track_0087483"],
@@ -43,6 +52,10 @@ SPLITS = {
     1: {"train": ["track_0917538", "track_0004882"],
         "validation": ["track_0000214", "track_1092310", "track_1195900"],
         "test": ["track_0003524", "track_1310775", "track_0087483"]},
+    2: {"train": ["track_0000214", "track_0917538", "track_0000301", "track_0000402",
+                  "track_1092310"],
+        "validation": ["track_0003524", "track_0000503"],
+        "test": ["track_1310775", "track_0000604", "track_1195900", "track_0087483"]},
 }  # fmt: skip
 OUR_SPLIT = {"train": "train", "validation": "valid", "test": "test"}
 
@@ -52,10 +65,10 @@ def _subset_tags(subset, tags):
     return [tag for tag in tags if tag in keep]
 
 
-@pytest.fixture(scope="module")
-def manual_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mtg-jamendo")
-    for seed, (path, seconds, sr, _) in enumerate(TRACKS.values()):
+def write_tree(root, tracks=TRACKS, splits=SPLITS):
+    """Writes a fake MTG-Jamendo copy into `root`: the audio files of `tracks` (as `TRACKS`)
+    and the TSVs of every subset for the official splits `splits` (as `SPLITS`)."""
+    for seed, (path, seconds, sr, _) in enumerate(tracks.values()):
         file = root / path
         file.parent.mkdir(exist_ok=True)
         if seconds == "corrupt":
@@ -65,7 +78,7 @@ def manual_dir(tmp_path_factory):
             soundfile.write(low, signals.music_like(sr, 3.0, seed=seed), sr, format="MP3")
         elif seconds != "missing":
             soundfile.write(file, signals.music_like(sr, seconds, seed=seed), sr, format="MP3")
-    for index, parts in SPLITS.items():
+    for index, parts in splits.items():
         folder = root / "data" / "splits" / f"split-{index}"
         folder.mkdir(parents=True)
         for subset, (stem, _) in jamendo.SUBSETS.items():
@@ -74,12 +87,17 @@ def manual_dir(tmp_path_factory):
                     writer = csv.writer(file, delimiter="\t", lineterminator="\n")
                     writer.writerow(jamendo.HEADER)
                     for number, track_id in enumerate(track_ids):
-                        path, _, _, tags = TRACKS[track_id]
+                        path, _, _, tags = tracks[track_id]
                         kept = _subset_tags(subset, tags)
                         if kept:
                             writer.writerow([track_id, f"artist_{number:06d}",
                                              f"album_{number:06d}", path, "201.3", *kept])
     return root
+
+
+@pytest.fixture(scope="module")
+def manual_dir(tmp_path_factory):
+    return write_tree(tmp_path_factory.mktemp("mtg-jamendo"))
 
 
 @pytest.fixture(scope="module")
