@@ -144,7 +144,7 @@ def zero_shot_report(model_name: str, source, tags: Sequence[str], *,
 
 
 def format_report(report: dict) -> str:
-    width = max(16, *map(len, report["per_tag"]))  # MTG-Jamendo's `instrument---...` too
+    width = max([16, *map(len, report["per_tag"])])  # MTG-Jamendo's `instrument---...` too
     lines = [f"{report['model']} on {report['dataset']} {report['split']} "
              f"({report['num_examples']} tracks), zero-shot over {len(report['mapping'])} shared "
              f"tags: macro ROC-AUC {report['roc_auc']:.4f}, PR-AUC {report['pr_auc']:.4f}",
