@@ -144,9 +144,11 @@ def run_experiments(out: str, configs: list[str], overrides: list[str]) -> dict:
         if name == ZEROSHOT:
             config = _row_config(name, out, overrides)
             start = time.perf_counter()
-            report = zeroshot.zero_shot(ZEROSHOT_MODEL, config.dataset.name, "test",
-                                        dataset_config=_dataset_kwargs(config)["config"],
-                                        data_dir=_dataset_kwargs(config)["data_dir"])
+            # The test split read as the training rows read it (`manual_dir`, `directory`, ...:
+            # the first row may build the data set), its errors as theirs.
+            sources, tags = train._sources(config, splits=("test",))
+            report = zeroshot.zero_shot_report(ZEROSHOT_MODEL, sources["test"], tags)
+            report.update(dataset=config.dataset.name, split="test")
             report["test_seconds"] = time.perf_counter() - start
             os.makedirs(workdir, exist_ok=True)
             with open(results_path, "w") as f:

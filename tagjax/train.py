@@ -748,11 +748,13 @@ def format_report(report: dict) -> str:
     if "tagger" in report:
         lines.append(f"  tagged as tj.Tagger tags a file (every chunk, weighted): ROC-AUC "
                      f"{report['tagger']['roc_auc']:.4f}   PR-AUC {report['tagger']['pr_auc']:.4f}")
-    lines.append(f"{'tag':<16} {'ROC-AUC':>8} {'PR-AUC':>8}")
     per_tag = report["per_tag"]
     defined = [tag for tag in per_tag if not math.isnan(per_tag[tag]["roc_auc"])]
+    width = max([16, *map(len, defined)])  # MTG-Jamendo's `instrument---...` too
+    lines.append(f"{'tag':<{width}} {'ROC-AUC':>8} {'PR-AUC':>8}")
     for tag in sorted(defined, key=lambda t: -per_tag[t]["roc_auc"]):
-        lines.append(f"{tag:<16} {per_tag[tag]['roc_auc']:>8.4f} {per_tag[tag]['pr_auc']:>8.4f}")
+        lines.append(f"{tag:<{width}} {per_tag[tag]['roc_auc']:>8.4f} "
+                     f"{per_tag[tag]['pr_auc']:>8.4f}")
     if report.get("excluded_tags"):
         excluded = ", ".join(report["excluded_tags"])
         lines.append(f"left out (one class only in the split): {excluded}")

@@ -106,34 +106,52 @@ def zero_shot(model_name: str, dataset: str, split: str, *, dataset_config: str 
               batch_size: int | None = None, progress: bool = False, **source_kwargs) -> dict:
     """Scores a pretrained model on a data set split without training.
 
+    Args:
+      source_kwargs: passed to `tj.data.get_source` (`data_dir`, `manual_dir`, ...).
+
     Returns:
-      `tagging_report` over the shared tags, plus `model`, `dataset`, `split`, `mapping`
-      (data set tag -> model tags) and `unmatched` (data set tags the model does not predict).
+      `zero_shot_report`'s, plus `dataset` and `split`.
     """
     import tagjax as tj
-    from tagjax import metrics
 
     kwargs = dict(source_kwargs)
     if dataset_config:
         kwargs["config"] = dataset_config
     source, tags = tj.data.get_source(dataset, split, **kwargs)
+    report = zero_shot_report(model_name, source, tags, batch_size=batch_size, progress=progress)
+    report.update(dataset=dataset, split=split)
+    return report
+
+
+def zero_shot_report(model_name: str, source, tags: Sequence[str], *,
+                     batch_size: int | None = None, progress: bool = False) -> dict:
+    """Scores a pretrained model on the examples of `source` (tags `tags`), each track whole.
+
+    Returns:
+      `tagging_report` over the shared tags, plus `model`, `mapping` (data set tag -> model
+      tags) and `unmatched` (data set tags the model does not predict).
+    """
+    import tagjax as tj
+    from tagjax import metrics
+
     tagger = tj.Tagger.pretrained(model_name, batch_size=batch_size)
     labels, scores, mapping = shared_tag_scores(tagger, source, tags, progress=progress)
     report = metrics.tagging_report(labels, scores, list(mapping))
-    report.update(model=model_name, dataset=dataset, split=split,
+    report.update(model=model_name,
                   mapping={tag: [tagger.tags[c] for c in cols] for tag, cols in mapping.items()},
                   unmatched=[tag for tag in tags if tag not in mapping])
     return report
 
 
 def format_report(report: dict) -> str:
+    width = max([16, *map(len, report["per_tag"])])  # MTG-Jamendo's `instrument---...` too
     lines = [f"{report['model']} on {report['dataset']} {report['split']} "
              f"({report['num_examples']} tracks), zero-shot over {len(report['mapping'])} shared "
              f"tags: macro ROC-AUC {report['roc_auc']:.4f}, PR-AUC {report['pr_auc']:.4f}",
-             f"{'tag':<16} {'ROC-AUC':>8} {'PR-AUC':>8}  model tags"]
+             f"{'tag':<{width}} {'ROC-AUC':>8} {'PR-AUC':>8}  model tags"]
     for tag, scores in sorted(report["per_tag"].items(), key=lambda kv: -np.nan_to_num(
             kv[1]["roc_auc"], nan=-1)):
-        lines.append(f"{tag:<16} {scores['roc_auc']:>8.4f} {scores['pr_auc']:>8.4f}  "
+        lines.append(f"{tag:<{width}} {scores['roc_auc']:>8.4f} {scores['pr_auc']:>8.4f}  "
                      + ", ".join(report["mapping"][tag]))
     if report["excluded_tags"]:
         lines.append("left out (one class only in the split): "
@@ -160,14 +178,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise SystemExit(f"error: the folder of --out {args.out} does not exist")
+    if args.manual_dir and not os.path.isdir(os.path.expanduser(args.manual_dir)):
+        raise SystemExit(f"error: --manual-dir {args.manual_dir} is not a folder")
     try:
         report = zero_shot(args.model, args.dataset, args.split,
                            dataset_config=args.dataset_config, batch_size=args.batch_size,
                            progress=None, **{key: value for key, value in (
                                ("manual_dir", args.manual_dir), ("data_dir", args.data_dir))
                                if value})
-    except (UnknownPretrainedError, ValueError) as error:
-        raise SystemExit(f"error: {error}") from None
+    except (UnknownPretrainedError, ValueError, FileNotFoundError) as error:
+        hint = (" (here: --manual-dir DIR)" if isinstance(error, FileNotFoundError)
+                and not args.manual_dir else "")
+        raise SystemExit(f"error: {error}{hint}") from None
     print(format_report(report))
     if args.out:
         with open(args.out, "w") as f:

@@ -7,22 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
+from tiny_overrides import as_set_arguments, tiny_overrides
 
-from tagjax import configs, experiments, workdirs
 from tagjax import data as tj_data
+from tagjax import experiments
 from tagjax.data import synth, synth_builder
-
-
-def _tiny_overrides(*names: str) -> dict:
-    """`{field: value}` that makes each config of `names` its tiny variant, as `--set`
-    overrides of every run (a field is set in the runs whose config has it: `summary.hidden`
-    in cnn_lstm, `summary.k` in cnn_bof)."""
-    overrides = {}
-    for name in names:
-        full = workdirs.flatten(configs.get(name).to_dict())
-        tiny = workdirs.flatten(configs.get(name, "tiny").to_dict())
-        overrides.update({key: value for key, value in tiny.items() if full[key] != value})
-    return overrides
 
 
 def test_experiments_reuse_finished_runs_train_the_rest_and_report(
@@ -34,16 +23,13 @@ def test_experiments_reuse_finished_runs_train_the_rest_and_report(
     baseline.write_text(json.dumps(
         {"results": {"tagjax": {"test_macro_roc_auc": 0.875, "test_macro_pr_auc": 0.625}}}
     ))
-    overrides = [f"dataset.data_dir={synth_tiny_dir}"]
-    overrides += [f"{key}={value if isinstance(value, str) else json.dumps(value)}"
-                  for key, value in _tiny_overrides("cnn_lstm", "cnn_bof").items()]
     # The "second" SoundFont is the default one under another name: the same clips come out.
     soundfont = tmp_path / "same_as_default.sf2"
     shutil.copyfile(synth.DEFAULT_SOUNDFONT, soundfont)
     argv = ["--out", str(out), "--configs", "cnn_lstm,cnn_bof_transfer",
-            "--baseline", str(baseline), "--second-soundfont", str(soundfont)]
-    for override in overrides:
-        argv += ["--set", override]
+            "--baseline", str(baseline), "--second-soundfont", str(soundfont),
+            "--set", f"dataset.data_dir={synth_tiny_dir}"]
+    argv += as_set_arguments(tiny_overrides("cnn_lstm", "cnn_bof"))
 
     experiments.main(argv)
     printed = capsys.readouterr().out

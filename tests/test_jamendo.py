@@ -34,8 +34,19 @@ TRACKS = {
     "track_1092310": ("10/1092310.mp3", "corrupt", None, ["genre---techno"]),
     "track_0087483": ("83/87483.mp3", "missing", None, ["genre---dance"]),
     "track_1195900": ("00/1195900.mp3", 3.0, 16000, ["genre---pop", "mood/theme---happy"]),
+    "track_0000301": ("01/301.mp3", 2.0, 16000,
+                      ["genre---classical", "instrument---strings", "instrument---violin"]),
+    "track_0000402": ("02/402.mp3", 2.0, 16000,
+                      ["genre---electronic", "genre---techno", "instrument---synthesizer"]),
+    "track_0000503": ("03/503.mp3", 2.0, 16000, ["genre---ambient", "mood/theme---relaxing"]),
+    "track_0000604": ("04/604.mp3", 2.0, 16000,
+                      ["genre---metal", "instrument---drums", "instrument---electricguitar"]),
+    "track_0000705": ("05/705.mp3", 2.5, 22050,
+                      ["genre---rock", "instrument---piano", "mood/theme---relaxing"]),
 }
-# The official splits of the fake tree: split -> tracks, for split-0 and split-1.
+# The official splits of the fake tree: split -> tracks, for split-0, split-1 and split-2 (the
+# one a tiny config trains on: a batch of 4 top-50 tracks, and tags with both classes in
+# `valid` and `test`).
 SPLITS = {
     0: {"train": ["track_0000214", "track_0003524", "track_1310775", "track_1092310"],
         "validation": ["track_0917538", "track_0087483"],
@@ -43,6 +54,11 @@ SPLITS = {
     1: {"train": ["track_0917538", "track_0004882"],
         "validation": ["track_0000214", "track_1092310", "track_1195900"],
         "test": ["track_0003524", "track_1310775", "track_0087483"]},
+    2: {"train": ["track_0000214", "track_0917538", "track_0000301", "track_0000402",
+                  "track_1092310"],
+        "validation": ["track_0003524", "track_0000503"],
+        "test": ["track_1310775", "track_0000604", "track_1195900", "track_0000705",
+                 "track_0087483"]},
 }  # fmt: skip
 OUR_SPLIT = {"train": "train", "validation": "valid", "test": "test"}
 
@@ -52,10 +68,10 @@ def _subset_tags(subset, tags):
     return [tag for tag in tags if tag in keep]
 
 
-@pytest.fixture(scope="module")
-def manual_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mtg-jamendo")
-    for seed, (path, seconds, sr, _) in enumerate(TRACKS.values()):
+def write_tree(root, tracks=TRACKS, splits=SPLITS):
+    """Writes a fake MTG-Jamendo copy into `root`: the audio files of `tracks` (as `TRACKS`)
+    and the TSVs of every subset for the official splits `splits` (as `SPLITS`)."""
+    for seed, (path, seconds, sr, _) in enumerate(tracks.values()):
         file = root / path
         file.parent.mkdir(exist_ok=True)
         if seconds == "corrupt":
@@ -65,7 +81,7 @@ def manual_dir(tmp_path_factory):
             soundfile.write(low, signals.music_like(sr, 3.0, seed=seed), sr, format="MP3")
         elif seconds != "missing":
             soundfile.write(file, signals.music_like(sr, seconds, seed=seed), sr, format="MP3")
-    for index, parts in SPLITS.items():
+    for index, parts in splits.items():
         folder = root / "data" / "splits" / f"split-{index}"
         folder.mkdir(parents=True)
         for subset, (stem, _) in jamendo.SUBSETS.items():
@@ -74,12 +90,17 @@ def manual_dir(tmp_path_factory):
                     writer = csv.writer(file, delimiter="\t", lineterminator="\n")
                     writer.writerow(jamendo.HEADER)
                     for number, track_id in enumerate(track_ids):
-                        path, _, _, tags = TRACKS[track_id]
+                        path, _, _, tags = tracks[track_id]
                         kept = _subset_tags(subset, tags)
                         if kept:
                             writer.writerow([track_id, f"artist_{number:06d}",
                                              f"album_{number:06d}", path, "201.3", *kept])
     return root
+
+
+@pytest.fixture(scope="module")
+def manual_dir(tmp_path_factory):
+    return write_tree(tmp_path_factory.mktemp("mtg-jamendo"))
 
 
 @pytest.fixture(scope="module")
@@ -338,3 +359,89 @@ def test_prepare_command_mistakes_are_one_line(args, message, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+# musicnn-mtt's tags that tag_mapping finds for the top 50, by the rule of `tag_mapping`: the
+# name without its category as the model spells it, else spelt the same but for spaces
+# (`newage`). Not `synthesizer` (the model says `synth`), nor `electricguitar`, `happy`, ...
+TOP50_IN_MUSICNN_MTT = {
+    "genre---ambient": ["ambient"], "genre---classical": ["classical"],
+    "genre---dance": ["dance"], "genre---electronic": ["electronic"], "genre---metal": ["metal"],
+    "genre---newage": ["new age"], "genre---pop": ["pop"], "genre---rock": ["rock"],
+    "genre---techno": ["techno"], "instrument---drums": ["drums"],
+    "instrument---guitar": ["guitar"], "instrument---piano": ["piano"],
+    "instrument---strings": ["strings"], "instrument---violin": ["violin"],
+    "instrument---voice": ["voice"],
+}  # fmt: skip
+
+
+def test_experiments_train_and_score_zero_shot_on_the_subsets_tags_track_by_track(
+    manual_dir, data_dir, tmp_path
+):
+    import jax
+    import sklearn.metrics
+    from tiny_overrides import as_set_arguments, tiny_overrides
+
+    from tagjax import experiments, rundir
+
+    # As a user types it, the zero-shot row first: it builds the data set from manual_dir (in
+    # this process: worker processes take seconds to start). mfcc_bof compiles fastest of the
+    # tiny configs (no LSTM; its k-means is compiled by test_train's run too).
+    out, row = tmp_path / "experiments", "mfcc_bof"
+    experiments.main(
+        ["--out", str(out), "--configs", f"zeroshot,{row}", "--baseline", str(tmp_path / "no"),
+         *as_set_arguments(tiny_overrides(row)), "--set", "num_epochs=1",
+         "--config.dataset.name=jamendo", "--config.dataset.config=top50-split2",
+         f"--config.dataset.manual_dir={manual_dir}", f"--config.dataset.data_dir={data_dir}",
+         "--config.dataset.builder_kwargs={'decode_workers': 0}"])
+
+    source, tags = get_source("jamendo", "test", config="top50-split2", data_dir=data_dir)
+    ids = [source[i]["id"].decode() for i in range(len(source))]
+    assert set(ids) == _expected("top50", 2, "test")  # the missing track is left out
+    labels = np.array([[tag in TRACKS[track_id][3] for tag in tags] for track_id in ids])
+    one_class = {tag for tag, column in zip(tags, labels.T, strict=True)
+                 if column.all() or not column.any()}
+
+    # The trained run: one score per test track and tag, the mean over its evenly spaced
+    # chunks; macro ROC-AUC and PR-AUC over the subset's tags that have both classes.
+    report = json.loads((out / row / "results.json").read_text())
+    assert report["num_examples"] == len(ids) and list(report["per_tag"]) == tags
+    assert set(report["excluded_tags"]) == one_class
+    model, variables, run = rundir.restore(out / row)
+    chunk, n_chunks = round(run.train.crop_seconds * schema.SAMPLE_RATE), run.train.eval_chunks
+    chunks = []
+    for i in range(len(source)):
+        audio = schema.int16_to_audio(source[i]["audio"])
+        starts = [k * (len(audio) - chunk) // (n_chunks - 1) for k in range(n_chunks)]
+        chunks += [audio[start : start + chunk] for start in starts]
+    predict = jax.jit(lambda inputs: jax.nn.sigmoid(model.apply(variables, inputs, train=False)))
+    scores = np.asarray(predict(np.stack(chunks))).reshape(len(source), n_chunks, -1).mean(1)
+    evaluated = [j for j, tag in enumerate(tags) if tag not in one_class]
+    assert report["roc_auc"] == pytest.approx(np.mean(
+        [sklearn.metrics.roc_auc_score(labels[:, j], scores[:, j]) for j in evaluated]), abs=1e-6)
+    assert report["pr_auc"] == pytest.approx(np.mean(
+        [sklearn.metrics.average_precision_score(labels[:, j], scores[:, j])
+         for j in evaluated]), abs=1e-6)
+
+    # Zero-shot: the tags the published model predicts, scored where the test split has both
+    # classes; the others are listed as not predicted.
+    zero_shot = json.loads((out / "zeroshot" / "results.json").read_text())
+    assert zero_shot["mapping"] == TOP50_IN_MUSICNN_MTT
+    assert zero_shot["unmatched"] == [tag for tag in tags if tag not in TOP50_IN_MUSICNN_MTT]
+    assert zero_shot["num_examples"] == len(ids)
+    assert set(zero_shot["excluded_tags"]) == one_class & set(TOP50_IN_MUSICNN_MTT)
+    assert zero_shot["num_tags_evaluated"] == 5  # rock, metal, drums, pop, piano
+    rows = (out / "experiments.md").read_text()
+    for name, scored in (("zeroshot", zero_shot), (row, report)):
+        assert f"| {name} | {scored['roc_auc']:.4f} | {scored['pr_auc']:.4f} |" in rows
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--manual-dir", "/no/such/folder"], "--manual-dir /no/such/folder is not a folder"),
+    ([], ".*does not hold them: pass manual_dir=.* \\(here: --manual-dir DIR\\)"),
+])
+def test_zeroshot_command_mistakes_on_jamendo_are_one_line(args, message, tmp_path, capsys):
+    from tagjax import zeroshot
+
+    with pytest.raises(SystemExit, match=f"^error: {message}$"):
+        zeroshot.main(["--dataset", "jamendo", "--data-dir", str(tmp_path), *args])
