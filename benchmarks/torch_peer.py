@@ -338,6 +338,7 @@ def _count_batch_norm_terms(net: TorchTagger, audio: torch.Tensor) -> int:
                                                inputs[0].numel() // inputs[0].shape[1]))
         for module in net.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
+        net(audio)  # the whole network: the head may have a batch norm too (short_res)
         frames = net.frontend(audio)
     for hook in hooks:
         hook.remove()
