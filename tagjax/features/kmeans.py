@@ -207,13 +207,14 @@ def _kmeans_plusplus(key, X, k, n_local_trials):
     n = X.shape[0]
     X = X - jnp.mean(X, axis=0)
     x_sq = jnp.sum(X * X, axis=1)
-    # (trials, dim) x (dim, n): with X transposed once, each step streams the frames
-    # contiguously; measured 6x faster on the CPU than (n, dim) x (dim, trials).
-    X_transposed = X.T
 
     def distances_to(indices):
-        products = _dot(X[indices], X_transposed, contract=((1,), (0,)))
-        return jnp.maximum(x_sq[indices][:, None] + x_sq[None, :] - 2 * products, 0)
+        """`(n, trials)` squared distances from every frame to the frames `indices`."""
+        # (n, dim) x (dim, trials): XLA:CPU's YNNPACK matmul splits the n rows over the cores
+        # and streams the frames once; measured 1.4x (fastest run) to 2.5x (median) faster than
+        # (trials, dim) x (dim, n) on a transposed copy, per k-means++ step on 200,000 x 90.
+        products = _dot(X, X[indices])
+        return jnp.maximum(x_sq[:, None] + x_sq[indices][None, :] - 2 * products, 0)
 
     first_key, trials_key = jax.random.split(key)
     first = jax.random.randint(first_key, (1,), 0, n)
@@ -225,12 +226,12 @@ def _kmeans_plusplus(key, X, k, n_local_trials):
         cumulative = jnp.cumsum(closest)
         candidates = jnp.searchsorted(cumulative, uniforms[c] * cumulative[-1])
         candidates = jnp.minimum(candidates, n - 1)
-        candidate_closest = jnp.minimum(closest[None, :], distances_to(candidates))
-        best = jnp.argmin(jnp.sum(candidate_closest, axis=1))
-        return chosen.at[c].set(candidates[best]), candidate_closest[best]
+        candidate_closest = jnp.minimum(closest[:, None], distances_to(candidates))
+        best = jnp.argmin(jnp.sum(candidate_closest, axis=0))
+        return chosen.at[c].set(candidates[best]), candidate_closest[:, best]
 
     chosen = jnp.zeros((k,), jnp.int32).at[0].set(first[0])
-    chosen, _ = lax.fori_loop(1, k, add_centroid, (chosen, distances_to(first)[0]))
+    chosen, _ = lax.fori_loop(1, k, add_centroid, (chosen, distances_to(first)[:, 0]))
     return chosen
 
 
