@@ -16,8 +16,9 @@ shared with other work slows all of them alike; medians over all steps:
   `LSTMSummary` (the input product of all steps in one matmul before the scan).
 - **CNN layers before/after** (Choi's CNN front ends: `cnn_lstm`, `fcn`, `crnn`, `cnn_bof`):
   the step with Flax's `Conv` and `BatchNorm` then pooling (as tagjax did before), with each of
-  tagjax's two changes alone, and with both: the first layer's one-channel convolution taking
-  `SingleChannelConv`'s gradient, and `MaxPooledBatchNorm` normalising after pooling.
+  tagjax's three changes alone, and with all: the first layer's one-channel convolution taking
+  `SingleChannelConv`'s gradient, `MaxPooledBatchNorm` normalising after pooling, and the other
+  convolutions' kernel gradients as per-tap matrix products (`layers.Conv`).
 """
 
 import argparse
@@ -53,20 +54,24 @@ class CellLSTMSummary(summaries._RecurrentStack):
 
 
 class LayersChoiCNN(cnn.ChoiCNN):
-    """Choi's CNN with its first layer and its batch norms chosen: `flax.linen.Conv` or
-    `SingleChannelConv` (`single_channel_conv`), `BatchNorm` then pooling or
-    `MaxPooledBatchNorm` (`pooled_norm`). The same parameters, values and gradients."""
+    """Choi's CNN with its layers chosen: `flax.linen.Conv` or `SingleChannelConv` for the first
+    (`single_channel_conv`) and `layers.Conv` for the others (`tap_gradient`), `BatchNorm` then
+    pooling or `MaxPooledBatchNorm` (`pooled_norm`). The same parameters, values and
+    gradients."""
 
     single_channel_conv: bool = True
     pooled_norm: bool = True
+    tap_gradient: bool = True
 
     @nn.compact
     def __call__(self, audio, *, train: bool):
         act = cnn.activation_fn(self.activation)
         x = self.normalized(self.log_mel(audio), train=train)[..., None]
         for i, (width, pool) in enumerate(zip(self.channels, self.block_pools(), strict=True)):
-            conv = (layers.SingleChannelConv if self.single_channel_conv and x.shape[-1] == 1
-                    else nn.Conv)
+            if x.shape[-1] == 1:
+                conv = layers.SingleChannelConv if self.single_channel_conv else nn.Conv
+            else:
+                conv = layers.Conv if self.tap_gradient else nn.Conv
             x = conv(width, tuple(self.kernel_size), padding="SAME", use_bias=False,
                      name=f"conv{i}")(x)
             if self.pooled_norm:
@@ -196,13 +201,15 @@ def main(argv=None) -> None:
         fields = {f.name: getattr(model.frontend, f.name)
                   for f in dataclasses.fields(model.frontend)
                   if f.init and f.name not in ("parent", "name")}
-        variants = {"before: Flax Conv, BatchNorm, pool": (False, False),
-                    "SingleChannelConv only": (True, False),
-                    "MaxPooledBatchNorm only": (False, True),
-                    "after: both": (True, True)}
+        variants = {"before: Flax Conv, BatchNorm, pool": (False, False, False),
+                    "SingleChannelConv only": (True, False, False),
+                    "MaxPooledBatchNorm only": (False, True, False),
+                    "tap-gradient Conv only": (False, False, True),
+                    "after: all three": (True, True, True)}
         cnn_candidates = {}
-        for name, (conv, norm) in variants.items():
-            frontend = LayersChoiCNN(**fields, single_channel_conv=conv, pooled_norm=norm)
+        for name, (single, norm, tap) in variants.items():
+            frontend = LayersChoiCNN(**fields, single_channel_conv=single, pooled_norm=norm,
+                                     tap_gradient=tap)
             cnn_candidates[name], _ = step_candidate(model.clone(frontend=frontend), config,
                                                      batches)
         cnn_layers = alternate(cnn_candidates, args.rounds, args.steps_per_round)

@@ -584,6 +584,50 @@ def test_set_kmeans_errors():
         tjm.set_kmeans(_init(plain, _audio()), km)
 
 
+@pytest.mark.parametrize("strides,padding",
+                         [(1, "SAME"), (2, ((1, 1), (1, 1))), ((2, 1), "VALID")])
+def test_conv_is_flax_conv_with_its_gradient(strides, padding):
+    """`layers.Conv`: `flax.linen.Conv`'s parameters, values and input gradient exactly; the
+    kernel gradient (one matrix product per tap on the CPU) within two float32 summation orders
+    of XLA's."""
+    import flax.linen as nn
+    from assertions import assert_within, gamma
+
+    from tagjax.models.layers import Conv
+
+    x = np.random.default_rng(0).standard_normal((2, 11, 9, 3)).astype(np.float32)
+    ours = Conv(5, (3, 3), strides=strides, padding=padding)
+    theirs = nn.Conv(5, (3, 3), strides=strides, padding=padding)
+    variables = ours.init(jax.random.key(1), x)
+    jax.tree.map(np.testing.assert_array_equal, variables, theirs.init(jax.random.key(1), x))
+    out = np.asarray(ours.apply(variables, x))
+    np.testing.assert_array_equal(out, theirs.apply(variables, x))
+
+    weights = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
+
+    def gradient(module):
+        loss = lambda v, x: (module.apply(v, x) * weights).sum()  # noqa: E731
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, x)
+
+    (got, got_x), (want, want_x) = gradient(ours), gradient(theirs)
+    np.testing.assert_array_equal(got_x, want_x)
+    np.testing.assert_array_equal(got["params"]["bias"], want["params"]["bias"])
+    # Each kernel entry sums input x output gradient over the output pixels: in float64, the
+    # sum of those terms' magnitudes.
+    stride_t, stride_f = (strides, strides) if isinstance(strides, int) else strides
+    pads = (jax.lax.padtype_to_pads(x.shape[1:3], (3, 3), (stride_t, stride_f), padding)
+            if isinstance(padding, str) else padding)
+    padded = np.pad(np.abs(x).astype(np.float64), ((0, 0), *pads, (0, 0)))
+    _, time, freq, _ = out.shape
+    end_t, end_f = stride_t * (time - 1) + 1, stride_f * (freq - 1) + 1
+    kernel_magnitude = np.stack([np.stack([np.einsum(
+        "btfc,btfd->cd", padded[:, i:i + end_t:stride_t, j:j + end_f:stride_f], np.abs(weights))
+        for j in range(3)]) for i in range(3)])
+    n_terms = out.shape[0] * out.shape[1] * out.shape[2]
+    assert_within(got["params"]["kernel"], want["params"]["kernel"],
+                  2 * gamma(n_terms) * kernel_magnitude)
+
+
 @pytest.mark.parametrize("kernel_size,padding", [((3, 5), ((1, 1), (0, 0))), ((7, 1), "SAME"),
                                                  ((9, 3), ((4, 4), (0, 0)))])
 def test_single_channel_conv_is_flax_conv_with_its_gradient(kernel_size, padding):

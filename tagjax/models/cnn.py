@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tagjax.models.frontends import LogMel
-from tagjax.models.layers import MaxPooledBatchNorm, SingleChannelConv
+from tagjax.models.layers import Conv, MaxPooledBatchNorm, SingleChannelConv
 from tagjax.models.registry import register_frontend
 
 # (time, frequency) per block: our spectrograms are (frames, mels), the paper writes (mels, time).
@@ -92,9 +92,10 @@ class ChoiCNN(LogMel):
         act = activation_fn(self.activation)
         x = self.normalized(self.log_mel(audio), train=train)[..., None]
         for i, (width, pool) in enumerate(zip(self.channels, pools, strict=True)):
-            # No bias: the batch norm that follows has its own offset. The one-channel first
-            # layer takes SingleChannelConv's faster gradient on the CPU (same values).
-            conv = SingleChannelConv if x.shape[-1] == 1 else nn.Conv
+            # No bias: the batch norm that follows has its own offset. Flax's Conv values with
+            # faster gradients on the CPU: SingleChannelConv's for the one-channel first layer,
+            # Conv's (per-tap kernel gradients) for the others.
+            conv = SingleChannelConv if x.shape[-1] == 1 else Conv
             x = conv(width, tuple(self.kernel_size), padding="SAME", use_bias=False,
                      name=f"conv{i}")(x)
             # pool(act(norm(x))) as act(pooled norm(x)): the same values, since both the

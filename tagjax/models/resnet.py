@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tagjax.models.frontends import LogMel
-from tagjax.models.layers import block_max_pool
+from tagjax.models.layers import Conv, block_max_pool
 from tagjax.models.registry import register_frontend
 
 DOWNSAMPLINGS = ("stride", "maxpool")
@@ -59,14 +59,14 @@ class ResidualBlock(nn.Module):
             return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                                 name=name)
 
-        y = nn.Conv(self.features, (3, 3), strides=stride, padding=_PAD, use_bias=False,
-                    name="conv1")(x)
+        y = Conv(self.features, (3, 3), strides=stride, padding=_PAD, use_bias=False,
+                 name="conv1")(x)
         y = nn.relu(norm("bn1")(y))
-        y = nn.Conv(self.features, (3, 3), padding=_PAD, use_bias=False, name="conv2")(y)
+        y = Conv(self.features, (3, 3), padding=_PAD, use_bias=False, name="conv2")(y)
         y = norm("bn2")(y)
         if stride != 1 or x.shape[-1] != self.features:
-            x = nn.Conv(self.features, (3, 3), strides=stride, padding=_PAD, use_bias=False,
-                        name="conv_shortcut")(x)
+            x = Conv(self.features, (3, 3), strides=stride, padding=_PAD, use_bias=False,
+                     name="conv_shortcut")(x)
             x = norm("bn_shortcut")(x)
         y = nn.relu(x + y)
         if self.downsample == "maxpool":
