@@ -98,8 +98,8 @@ class ChoiCNN(LogMel):
             conv = SingleChannelConv if x.shape[-1] == 1 else Conv
             x = conv(width, tuple(self.kernel_size), padding="SAME", use_bias=False,
                      name=f"conv{i}")(x)
-            # pool(act(norm(x))) as act(pooled norm(x)): the same values, since both the
-            # activations are increasing, at a fraction of the cost.
+            # pool(act(norm(x))) as act(pooled norm(x)): the same values, since ELU and ReLU
+            # are increasing, at a fraction of the cost.
             x = act(MaxPooledBatchNorm(pool, use_running_average=not train,
                                        momentum=self.bn_momentum, name=f"bn{i}")(x))
             if self.dropout:
