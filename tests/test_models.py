@@ -582,6 +582,24 @@ def test_set_kmeans_errors():
         tjm.set_kmeans(_init(plain, _audio()), km)
 
 
+def _against_flax_conv(ours, theirs, x):
+    """Checks that convolution module `ours` has `theirs`' (a `flax.linen.Conv`'s) variables and
+    values on `x`; returns `(variables, out, weights, ours' gradients, theirs')`, the gradients
+    `(variables, x)` of the output weighted by random `weights`."""
+    variables = ours.init(jax.random.key(1), x)
+    jax.tree.map(np.testing.assert_array_equal, variables, theirs.init(jax.random.key(1), x))
+    out = np.asarray(ours.apply(variables, x))
+    np.testing.assert_array_equal(out, theirs.apply(variables, x))
+
+    weights = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
+
+    def gradient(module):
+        loss = lambda v, x: (module.apply(v, x) * weights).sum()  # noqa: E731
+        return jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, x)
+
+    return variables, out, weights, gradient(ours), gradient(theirs)
+
+
 @pytest.mark.parametrize("strides,padding",
                          [(1, "SAME"), (2, ((1, 1), (1, 1))), ((2, 1), "VALID")])
 def test_conv_is_flax_conv_with_its_gradient(strides, padding):
@@ -596,18 +614,7 @@ def test_conv_is_flax_conv_with_its_gradient(strides, padding):
     x = np.random.default_rng(0).standard_normal((2, 11, 9, 3)).astype(np.float32)
     ours = Conv(5, (3, 3), strides=strides, padding=padding)
     theirs = nn.Conv(5, (3, 3), strides=strides, padding=padding)
-    variables = ours.init(jax.random.key(1), x)
-    jax.tree.map(np.testing.assert_array_equal, variables, theirs.init(jax.random.key(1), x))
-    out = np.asarray(ours.apply(variables, x))
-    np.testing.assert_array_equal(out, theirs.apply(variables, x))
-
-    weights = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
-
-    def gradient(module):
-        loss = lambda v, x: (module.apply(v, x) * weights).sum()  # noqa: E731
-        return jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, x)
-
-    (got, got_x), (want, want_x) = gradient(ours), gradient(theirs)
+    _, out, weights, (got, got_x), (want, want_x) = _against_flax_conv(ours, theirs, x)
     np.testing.assert_array_equal(got_x, want_x)
     np.testing.assert_array_equal(got["params"]["bias"], want["params"]["bias"])
     # Each kernel entry sums input x output gradient over the output pixels: in float64, the
@@ -642,18 +649,7 @@ def test_single_channel_conv_is_flax_conv_with_its_gradient(kernel_size, padding
     x = np.random.default_rng(0).standard_normal((2, 20, 12, 1)).astype(np.float32)
     ours = SingleChannelConv(features, kernel_size, padding=padding)
     theirs = nn.Conv(features, kernel_size, padding=padding)
-    variables = ours.init(jax.random.key(1), x)
-    jax.tree.map(np.testing.assert_array_equal, variables, theirs.init(jax.random.key(1), x))
-    out = np.asarray(ours.apply(variables, x))
-    np.testing.assert_array_equal(out, theirs.apply(variables, x))
-
-    weights = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
-
-    def gradient(module):
-        loss = lambda v, x: (module.apply(v, x) * weights).sum()  # noqa: E731
-        return jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, x)
-
-    (got, got_x), (want, want_x) = gradient(ours), gradient(theirs)
+    variables, out, weights, (got, got_x), (want, want_x) = _against_flax_conv(ours, theirs, x)
     # In float64, the sums of magnitudes of the terms each gradient element sums: the kernel's
     # over every output position, the input's over every window and feature that reads it.
     kernel = np.abs(np.asarray(variables["params"]["kernel"], np.float64))[:, :, 0]
