@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tagjax.data import decode_pool, pooled_decoding, schema
+from tagjax.data import decode_pool, pooled_decoding
 
 DEFAULT_CSV_NAME = "tags.csv"
 DEFAULT_SPLIT = "train"
@@ -381,20 +381,9 @@ class Folder(pooled_decoding.PooledDecoding, tfds.core.GeneratorBasedBuilder):
         self._init_decoding(decode_workers)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        config = self.builder_config
-        metadata = schema.metadata(list(config.vocabulary))
-        metadata["skipped"] = []
-        metadata["rescaled"] = []
-        metadata["left_out_splits"] = {}
-        return self.dataset_info_from_configs(
-            description=(
-                "Audio files of a folder, tagged by a CSV, resampled to "
-                f"{schema.SAMPLE_RATE} Hz mono int16."
-            ),
-            features=schema.features(len(config.vocabulary)),
-            metadata=metadata,
-            supervised_keys=("audio", "labels"),
-        )
+        return self._audio_info(self.builder_config.vocabulary,
+                                "Audio files of a folder, tagged by a CSV",
+                                metadata={"rescaled": [], "left_out_splits": {}})
 
     def _split_generators(self, dl_manager):
         del dl_manager  # the files are local

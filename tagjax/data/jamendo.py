@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tagjax.data import pooled_decoding, schema
+from tagjax.data import pooled_decoding
 
 
 def _tags(category: str, names: str) -> tuple[str, ...]:
@@ -279,17 +279,8 @@ class Jamendo(pooled_decoding.PooledDecoding, tfds.core.GeneratorBasedBuilder):
         self._init_decoding(decode_workers)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        tags = TAGS[self.builder_config.subset]
-        metadata = schema.metadata(list(tags))
-        metadata["skipped"] = []
-        return self.dataset_info_from_configs(
-            description=(
-                "MTG-Jamendo tracks with the tags of one subset, resampled to "
-                f"{schema.SAMPLE_RATE} Hz mono int16."
-            ),
-            features=schema.features(len(tags)),
-            metadata=metadata,
-            supervised_keys=("audio", "labels"),
+        return self._audio_info(
+            TAGS[self.builder_config.subset], "MTG-Jamendo tracks with the tags of one subset",
             homepage="https://mtg.github.io/mtg-jamendo-dataset/",
             citation=(
                 "@conference{bogdanov2019mtg, author={Bogdanov, Dmitry and Won, Minz and "

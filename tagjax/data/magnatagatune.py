@@ -171,16 +171,8 @@ class Magnatagatune(pooled_decoding.PooledDecoding, tfds.core.GeneratorBasedBuil
         self._init_decoding(decode_workers)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        metadata = schema.metadata(list(TOP50_TAGS))
-        metadata["skipped"] = []
-        return self.dataset_info_from_configs(
-            description=(
-                "MagnaTagATune clips with their top-50 tags, resampled to "
-                f"{schema.SAMPLE_RATE} Hz mono int16."
-            ),
-            features=schema.features(len(TOP50_TAGS)),
-            metadata=metadata,
-            supervised_keys=("audio", "labels"),
+        return self._audio_info(
+            TOP50_TAGS, "MagnaTagATune clips with their top-50 tags",
             homepage="https://mirg.city.ac.uk/codeapp/the-magnatagatune-dataset",
             citation=(
                 "@inproceedings{law2009evaluation, title={Evaluation of algorithms using "

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tagjax.data import tfds_compat
+from tagjax.data import schema, tfds_compat
 from tagjax.data.decode_pool import (
     DecodePool,
     Rescaled,
@@ -85,6 +85,22 @@ class PooledDecoding:
             return contextlib.nullcontext()
         workdir = os.path.join(os.fspath(self.data_dir), "beam-decoded")
         return beam_decoding.DirectRunnerDecoding(self._beam_options, workdir)
+
+    def _audio_info(self, tags: Sequence[str], what: str, *, metadata: dict | None = None,
+                    **info):
+        """The builder's `DatasetInfo`: `schema`'s features and metadata for `tags`, with
+        `metadata["skipped"]` (filled as files are left out) and any other `metadata` entries;
+        described as `what`, resampled; `info` (homepage, citation) as TFDS takes it."""
+        entries = schema.metadata(list(tags))
+        entries["skipped"] = []
+        entries.update(metadata or {})
+        return self.dataset_info_from_configs(
+            description=f"{what}, resampled to {schema.SAMPLE_RATE} Hz mono int16.",
+            features=schema.features(len(tags)),
+            metadata=entries,
+            supervised_keys=("audio", "labels"),
+            **info,
+        )
 
     def _report(self, split: str, skipped, rescaled) -> None:
         logger = logging.getLogger(type(self).__module__)
