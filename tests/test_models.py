@@ -634,19 +634,21 @@ def test_conv_is_flax_conv_with_its_gradient(strides, padding):
 
 
 @pytest.mark.parametrize("kernel_size,padding", [((3, 5), ((1, 1), (0, 0))), ((7, 1), "SAME"),
-                                                 ((9, 3), ((4, 4), (0, 0)))])
+                                                 ((9, 3), ((4, 4), (0, 0))), ((19, 1), "SAME"),
+                                                 ((3, 20), ((1, 1), (0, 0)))])
 def test_single_channel_conv_is_flax_conv_with_its_gradient(kernel_size, padding):
     """One-channel convolutions (musicnn's, the first of Choi's CNN): `flax.linen.Conv`'s
     parameters and values exactly; the gradient (computed on the CPU from the unfolded windows,
-    folded back for up to 16 taps, by autodiff beyond) within two float32 summation orders of
-    XLA's own."""
+    folded back for up to 16 taps, by autodiff beyond, where windows over 16 long are cut in two
+    levels of shifts, 19 as 5 x 4 with a zero tap, 20 as 5 x 4) within two float32 summation
+    orders of XLA's own."""
     import flax.linen as nn
     from assertions import assert_within, gamma
 
     from tagjax.models.layers import SingleChannelConv
 
     features = 4
-    x = np.random.default_rng(0).standard_normal((2, 20, 12, 1)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((2, 24, 24, 1)).astype(np.float32)
     ours = SingleChannelConv(features, kernel_size, padding=padding)
     theirs = nn.Conv(features, kernel_size, padding=padding)
     variables, out, weights, (got, got_x), (want, want_x) = _against_flax_conv(ours, theirs, x)
