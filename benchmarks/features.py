@@ -27,6 +27,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import tagjax as tj
+from tagjax import huge_pages
 from tagjax.features import mel as tj_mel
 from tagjax.features import spectral as tj_spectral
 
@@ -264,7 +265,8 @@ def main():
         environment=dict(device=str(jax.devices()[0]), jax=jax.__version__,
                          librosa=librosa.__version__, numpy=np.__version__,
                          python=platform.python_version(), cpus=os.cpu_count(),
-                         load_average=os.getloadavg()[0]),
+                         load_average=os.getloadavg()[0],
+                         glibc_tunables=os.environ.get("GLIBC_TUNABLES", "")),
         results=rows, speedup_vs_librosa=speedups, parity=parity, breakdown=breakdown)
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.write_text(json.dumps(result, indent=2))
@@ -272,4 +274,6 @@ def main():
 
 
 if __name__ == "__main__":
+    # Both sides run with their large buffers on huge pages, as tagjax's commands do.
+    huge_pages.reexecute_with_huge_pages()
     main()

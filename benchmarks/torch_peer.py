@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tagjax import configs, train
+from tagjax import configs, huge_pages, train
 from tagjax.features import mel as tj_mel
 from tagjax.features import spectral as tj_spectral
 from tagjax.models import cnn as tj_cnn
@@ -567,7 +567,8 @@ def main(argv=None) -> None:
         environment=dict(platform=platform.platform(), cpus=os.cpu_count(),
                          torch_threads=torch.get_num_threads(), jax=jax.__version__,
                          torch=torch.__version__, device=str(jax.devices()[0]),
-                         load_average=os.getloadavg()[0]),
+                         load_average=os.getloadavg()[0],
+                         glibc_tunables=os.environ.get("GLIBC_TUNABLES", "")),
         settings=dict(batch=args.batch, rounds=args.rounds, steps_per_round=args.steps_per_round,
                       compile=args.compile),
         results=rows), indent=2))
@@ -575,4 +576,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    # Both sides run with their large buffers on huge pages, as tagjax's commands do.
+    huge_pages.reexecute_with_huge_pages()
     main()

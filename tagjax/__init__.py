@@ -7,8 +7,15 @@ command lines answer `--help` (and refuse a mistake) without them.
 """
 
 import importlib
+import sys
+
+from tagjax import huge_pages
 
 __version__ = "0.1.0"
+
+# A command starts with its buffers on huge pages (tagjax/huge_pages.py), before importing JAX.
+if huge_pages.is_a_tagjax_command(sys.orig_argv):
+    huge_pages.reexecute_with_huge_pages()
 
 _LAZY_SUBMODULES = ("features", "data", "models", "metrics")
 _LAZY_ATTRIBUTES = {"Tagger": "tagjax.tag"}
