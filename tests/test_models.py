@@ -282,6 +282,42 @@ def test_block_max_pool(shape, window):
         np.testing.assert_array_equal(got, nn.max_pool(x, window, strides=window))
 
 
+@pytest.mark.parametrize("shape,window", [((2, 8, 12, 3), (4, 2)), ((1, 17, 10, 2), (4, 3))])
+def test_signed_block_max_pool_and_its_gradient(shape, window):
+    """Per channel the max (+1) or the min (-1) of each window, as NumPy's; the gradient is
+    autodiff's of the same max over windows (ties share it equally), exactly: integers make
+    ties common, and at most a window's worth of equal shares sum to one."""
+    from tagjax.models.layers import signed_block_max_pool
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(-2, 3, shape).astype(np.float32)
+    sign = np.where(np.arange(shape[-1]) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    weights = rng.standard_normal((shape[0], -(-shape[1] // window[0]),
+                                   -(-shape[2] // window[1]), shape[-1])).astype(np.float32)
+
+    def reference(x):
+        pt, pf = window
+        padded = jnp.pad(sign * x, ((0, 0), (0, -shape[1] % pt), (0, -shape[2] % pf), (0, 0)),
+                         constant_values=-jnp.inf)
+        windows = padded.reshape(shape[0], padded.shape[1] // pt, pt, padded.shape[2] // pf, pf,
+                                 shape[3])
+        return sign * windows.max(axis=(2, 4))
+
+    def ours(x):
+        return signed_block_max_pool(x, sign, window)
+
+    pt, pf = window
+    out_t, out_f = -(-shape[1] // pt), -(-shape[2] // pf)
+    extremes = np.stack([np.stack([np.where(
+        sign > 0, x[:, i * pt:(i + 1) * pt, j * pf:(j + 1) * pf].max(axis=(1, 2)),
+        x[:, i * pt:(i + 1) * pt, j * pf:(j + 1) * pf].min(axis=(1, 2)))
+        for j in range(out_f)], axis=1) for i in range(out_t)], axis=1)
+    np.testing.assert_array_equal(jit(ours)(x), extremes)
+    got = jit(jax.grad(lambda x: jnp.sum(ours(x) * weights)))(x)
+    want = jax.grad(lambda x: jnp.sum(reference(x) * weights))(x)
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("train", [True, False])
 def test_max_pooled_batch_norm_is_flax_batch_norm_then_pool(train):
     """`MaxPooledBatchNorm` normalises after pooling: flax's `BatchNorm` then `block_max_pool`,

@@ -9,13 +9,70 @@ import jax.numpy as jnp
 from jax import lax
 
 
+def _pool_windows(x, window, fill):
+    """`(batch, time, freq, channels)` -> `(batch, time', pool_t, freq', pool_f, channels)`,
+    padded at the end with `fill` (per channel) to whole windows."""
+    batch, time, freq, channels = x.shape
+    pool_t, pool_f = window
+    out_t, out_f = -(-time // pool_t), -(-freq // pool_f)
+    if (out_t * pool_t, out_f * pool_f) != (time, freq):
+        edge = jnp.broadcast_to(fill, (batch, out_t * pool_t, out_f * pool_f, channels))
+        x = edge.at[:, :time, :freq].set(x)
+    return x.reshape(batch, out_t, pool_t, out_f, pool_f, channels)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def signed_block_max_pool(x, sign, window):
+    """`sign * block_max_pool(sign * x, window)` for a per-channel `sign` of +1 or -1 (the max
+    or the min of each window), without a full-resolution copy of `sign * x`.
+
+    The gradient goes to the pixels of a window equal to its result, shared equally among ties
+    (as autodiff of `jnp.max` shares it), computed from `x` and the pooled values alone: one
+    pass counts the ties, one writes the gradient. Autodiff of the reshape-and-max takes four
+    full-resolution passes and keeps `sign * x` for them. `sign` is taken as a constant (its
+    gradient is zero).
+
+    Args:
+      x: `(batch, time, freq, channels)`.
+      sign: `(channels,)`, +1 or -1.
+      window: `(time, freq)` pool sizes.
+
+    Returns:
+      `(batch, ceil(time / window[0]), ceil(freq / window[1]), channels)`.
+    """
+    windows = _pool_windows(x, window, -sign * jnp.inf)
+    return jnp.where(sign > 0, windows.max(axis=(2, 4)), windows.min(axis=(2, 4)))
+
+
+def _signed_block_max_pool_fwd(x, sign, window):
+    pooled = signed_block_max_pool(x, sign, window)
+    return pooled, (x, sign, pooled)
+
+
+def _signed_block_max_pool_bwd(window, residuals, grad):
+    x, sign, pooled = residuals
+    # x == pooled exactly where sign * x == sign * pooled: the sign drops out. Padding holds
+    # -sign * inf, which equals no window's result.
+    windows = _pool_windows(x, window, -sign * jnp.inf)
+    chosen = windows == pooled[:, :, None, :, None, :]
+    ties = jnp.sum(chosen, axis=(2, 4), dtype=grad.dtype)
+    share = (grad / ties)[:, :, None, :, None, :]
+    x_grad = jnp.where(chosen, share, 0).reshape(x.shape[0], -1, windows.shape[3] * window[1],
+                                                 x.shape[3])
+    return x_grad[:, :x.shape[1], :x.shape[2]], jnp.zeros_like(sign)
+
+
+signed_block_max_pool.defvjp(_signed_block_max_pool_fwd, _signed_block_max_pool_bwd)
+
+
 def block_max_pool(x, window):
     """Max over non-overlapping windows (stride = window), rounding the output size up.
 
     The same values as `flax.linen.max_pool(x, window, strides=window, padding="SAME")` for
     windows that divide the input, and at the edge the max over what is left (padding with
     -inf). Written as a reshape and a max rather than a `reduce_window`, whose gradient
-    (`select_and_scatter_add`) takes XLA's CPU backend several times longer to compile and run.
+    (`select_and_scatter_add`) takes XLA's CPU backend several times longer to compile and run,
+    with the gradient of `signed_block_max_pool`.
 
     Args:
       x: `(batch, time, freq, channels)`.
@@ -24,13 +81,7 @@ def block_max_pool(x, window):
     Returns:
       `(batch, ceil(time / window[0]), ceil(freq / window[1]), channels)`.
     """
-    batch, time, freq, channels = x.shape
-    pool_t, pool_f = window
-    out_t, out_f = -(-time // pool_t), -(-freq // pool_f)
-    if (out_t * pool_t, out_f * pool_f) != (time, freq):
-        padding = ((0, 0), (0, out_t * pool_t - time), (0, out_f * pool_f - freq), (0, 0))
-        x = jnp.pad(x, padding, constant_values=-jnp.inf)
-    return x.reshape(batch, out_t, pool_t, out_f, pool_f, channels).max(axis=(2, 4))
+    return signed_block_max_pool(x, jnp.ones(x.shape[-1:], x.dtype), window)
 
 
 def _unfold(x, window, padding):
@@ -249,7 +300,7 @@ class MaxPooledBatchNorm(nn.Module):
         multiplier = lax.rsqrt(var + self.epsilon) * scale
         # A negative multiplier turns the max into the min: -max(-x), exactly, in float too.
         sign = lax.stop_gradient(jnp.where(multiplier < 0, -1.0, 1.0)).astype(x.dtype)
-        pooled = sign * block_max_pool(sign * x, self.window)
+        pooled = signed_block_max_pool(x, sign, self.window)
         return ((pooled - mean) * multiplier + bias).astype(jnp.result_type(x, scale))
 
 
