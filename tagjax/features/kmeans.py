@@ -436,6 +436,8 @@ def _hamerly(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
 _YINYANG_GROUP_SIZE = 16
 # Lloyd iterations on the initial centroids that group them.
 _GROUPING_ITERATIONS = 5
+# Frames per block when tightening upper bounds (90 products a frame: large blocks, few loops).
+_TIGHTEN_BLOCK = 4096
 
 
 def _group_order(centroids, n_groups, group_size):
@@ -530,7 +532,21 @@ def _yinyang(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
         separation = jnp.where(jnp.eye(k, dtype=bool), jnp.inf, separation)
         half_gap = 0.5 * jnp.sqrt(jnp.maximum(jnp.min(separation, axis=1), 0))
         bound = jnp.maximum(half_gap[own], jnp.min(lower, axis=1))
-        needed = valid & (upper > bound)
+        candidate = valid & (upper > bound)
+        # Tighten the candidates' upper bounds to their exact distances first: a third of them
+        # then pass, for 90 products a frame instead of 90 k.
+        rows = jnp.nonzero(candidate, size=n_padded + _TIGHTEN_BLOCK, fill_value=n_padded)[0]
+
+        def tighten(b, upper):
+            block_rows = lax.dynamic_slice_in_dim(rows, b * _TIGHTEN_BLOCK, _TIGHTEN_BLOCK)
+            gathered = jnp.minimum(block_rows, n_padded - 1)
+            exact = jnp.sum((frames[gathered] - new_centroids[own[gathered]]) ** 2, axis=1)
+            exact = jnp.sqrt(exact) * (1 + _DIRECT_SLACK)
+            return upper.at[block_rows].set(exact, mode="drop")
+
+        n_tighten = (jnp.sum(candidate) + _TIGHTEN_BLOCK - 1) // _TIGHTEN_BLOCK
+        upper = lax.fori_loop(0, n_tighten, tighten, upper)
+        needed = candidate & (upper > bound)
         n_needed = jnp.sum(needed)
         rows = jnp.nonzero(needed, size=n_padded + chunk_size, fill_value=n_padded)[0]
         grouped_centroids, grouped_sq = grouped(new_centroids)
