@@ -478,8 +478,8 @@ def _yinyang(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
     the largest shift in that group only (Hamerly's single bound drops by the largest shift of
     all), so most bounds hold while a few clusters still move. A frame whose upper bound is at
     most every group bound, or half the distance from its centroid to the nearest other one,
-    keeps its cluster; only the other frames, gathered into blocks, are compared with all k
-    centroids.
+    keeps its cluster. The other frames get their exact distance as upper bound and are tested
+    again; only those that still fail, gathered into blocks, are compared with all k centroids.
     """
     chunk_size = blocks.shape[1]
     n_padded, dim = frames.shape
