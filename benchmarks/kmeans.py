@@ -9,7 +9,8 @@ librosa (16 kHz, n_fft 512, hop 256, 96 mels) on 30 s music-like test signals an
 under benchmarks/results/. Methods, each seeded the same way (k-means++, n_init=1):
 
     tagjax-lloyd      tj.features.kmeans_plusplus, then tj.features.kmeans_fit from those seeds
-                      (its default: Lloyd's iterations with Hamerly's bounds)
+                      (its default: Lloyd's iterations with Yinyang's group bounds)
+    tagjax-lloyd-hamerly  the same with algorithm="hamerly" (only with --methods)
     tagjax-lloyd-plain  the same with algorithm="lloyd" (only with --methods)
     sklearn-lloyd     sklearn.cluster.kmeans_plusplus, then KMeans(algorithm="lloyd") from them
     sklearn-elkan     the same with algorithm="elkan" (only with --methods; needs n x k memory)
@@ -61,7 +62,7 @@ DEFAULT_METHODS = (
     "tagjax-pca",
     "sklearn-pca",
 )
-ALL_METHODS = (*DEFAULT_METHODS, "tagjax-lloyd-plain", "sklearn-elkan")
+ALL_METHODS = (*DEFAULT_METHODS, "tagjax-lloyd-hamerly", "tagjax-lloyd-plain", "sklearn-elkan")
 PEERS = {
     "tagjax-lloyd": "sklearn-lloyd",
     "tagjax-minibatch": "sklearn-minibatch",
@@ -150,7 +151,7 @@ def timed(fn):
     return result, time.perf_counter() - start
 
 
-def run_tagjax_lloyd(X, k, seed, algorithm="hamerly"):
+def run_tagjax_lloyd(X, k, seed, algorithm="yinyang"):
     import jax
 
     import tagjax as tj
@@ -323,6 +324,7 @@ def worker(args) -> None:
     X = mfcc_frames(args.frames, args.dim)
     runners = {
         "tagjax-lloyd": lambda: run_tagjax_lloyd(X, args.k, args.seed),
+        "tagjax-lloyd-hamerly": lambda: run_tagjax_lloyd(X, args.k, args.seed, "hamerly"),
         "tagjax-lloyd-plain": lambda: run_tagjax_lloyd(X, args.k, args.seed, "lloyd"),
         "sklearn-lloyd": lambda: run_sklearn_kmeans(X, args.k, args.seed, "lloyd"),
         "sklearn-elkan": lambda: run_sklearn_kmeans(X, args.k, args.seed, "elkan"),
@@ -480,7 +482,7 @@ def driver(args) -> None:
             for tagjax, peer in PEERS.items()
             if tagjax in runs and peer in runs
         }
-        for extra in ("tagjax-lloyd-plain", "sklearn-elkan"):
+        for extra in ("tagjax-lloyd-hamerly", "tagjax-lloyd-plain", "sklearn-elkan"):
             if "tagjax-lloyd" in runs and extra in runs:
                 comparisons[f"tagjax-lloyd vs {extra}"] = compare(runs, "tagjax-lloyd", extra)
         print_table(summaries, comparisons)

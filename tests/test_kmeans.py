@@ -16,6 +16,7 @@ import sklearn.datasets
 import sklearn.metrics
 
 from tagjax import features as tjf
+from tagjax.features import kmeans as kmeans_module
 
 SR = 16000
 # The issue's bounds, on the inertia averaged over seeds: Lloyd within 2% of scikit-learn's
@@ -176,7 +177,9 @@ def _near_ties(X, centroids, labels, other_labels):
     return gap <= 2 * float32_distance_error(X[differ], centroids)
 
 
-@pytest.mark.parametrize("algorithm,k", [("hamerly", 16), ("hamerly", 64), ("lloyd", 64)])
+@pytest.mark.parametrize(
+    "algorithm,k", [("hamerly", 16), ("hamerly", 64), ("lloyd", 64), ("yinyang", 64)]
+)
 def test_given_initial_centroids_lloyd_follows_sklearn_step_by_step(algorithm, k):
     # Every Lloyd step, taken from the same centroids, is scikit-learn's step (in float64): the
     # same assignment but for frames tied to float32 rounding between two centroids, and for every
@@ -238,6 +241,41 @@ def test_hamerly_bounds_skip_distances_but_not_iterations():
         assert int(hamerly.n_iter) == int(lloyd.n_iter)
         np.testing.assert_allclose(hamerly.centroids, lloyd.centroids, atol=1e-5 * np.abs(X).max())
         np.testing.assert_allclose(hamerly.inertia, lloyd.inertia, rtol=1e-5)
+
+
+def test_yinyang_bounds_skip_distances_but_not_iterations():
+    # Yinyang's group bounds only decide which frames need all k distances: every iteration must
+    # give Lloyd's labels, hence the same sums by the same segment_sum and the same centroids
+    # (the atol, as for Hamerly, only admits float32 rounding of equal means). k = 37 leaves
+    # padding slots in the last group of 16; blocks of 32 frames make many gathered blocks.
+    # (k below the group size runs in the tests that use the default algorithm, e.g. blobs.)
+    # Seeded on random frames rather than by k-means++, which would compile twice more.
+    k, chunk_size = 37, 32
+    X = mfcc_frames()
+    init = X[np.random.default_rng(3).choice(len(X), k, replace=False)]
+    key = jax.random.key(0)
+    lloyd = tjf.kmeans_fit(key, X, k, init=init, algorithm="lloyd", chunk_size=chunk_size)
+    yinyang = tjf.kmeans_fit(key, X, k, init=init, algorithm="yinyang", chunk_size=chunk_size)
+    assert int(yinyang.n_iter) == int(lloyd.n_iter) > 3
+    np.testing.assert_allclose(yinyang.centroids, lloyd.centroids, atol=1e-5 * np.abs(X).max())
+    np.testing.assert_allclose(yinyang.inertia, lloyd.inertia, rtol=1e-5)
+    np.testing.assert_array_equal(tjf.kmeans_assign(yinyang, X), tjf.kmeans_assign(lloyd, X))
+
+
+def test_yinyang_groups_nearby_centroids_together():
+    # 4 far-apart clumps of 16 centroids, listed interleaved: each group of 16 must be one
+    # clump, and every centroid must appear exactly once (k = 70 in 5 groups of 16: 10 padding
+    # slots, marked k).
+    rng = np.random.default_rng(0)
+    clumps = rng.normal(size=(4, 1, 3)) * 100 + rng.normal(size=(4, 16, 3))
+    centroids = jnp.asarray(clumps.transpose(1, 0, 2).reshape(64, 3), jnp.float32)
+    order = np.asarray(kmeans_module._group_order(centroids, 4, 16))
+    clump = np.arange(64) % 4
+    assert all(len(set(clump[group])) == 1 for group in order.reshape(4, 16))
+    np.testing.assert_array_equal(np.sort(order), np.arange(64))
+    extra = jnp.concatenate([centroids, centroids[:6] + 0.5])
+    order = np.asarray(kmeans_module._group_order(extra, 5, 16))
+    np.testing.assert_array_equal(np.sort(order), np.r_[np.arange(70), np.full(10, 70)])
 
 
 def test_tolerance_and_iteration_limit_stop_early():
@@ -488,7 +526,7 @@ def test_bad_sizes_and_arguments_are_rejected():
         tjf.kmeans_fit(key, X, 0)
     with pytest.raises(ValueError, match="init must be 'k-means"):
         tjf.kmeans_fit(key, X, 4, init="kmeans++")
-    with pytest.raises(ValueError, match="algorithm must be 'hamerly' or 'lloyd'"):
+    with pytest.raises(ValueError, match="algorithm must be 'hamerly' or 'lloyd' or 'yinyang'"):
         tjf.kmeans_fit(key, X, 4, algorithm="elkan")
     with pytest.raises(ValueError, match=r"init centroids must have shape \(k, dim\) = \(4, 20\)"):
         tjf.kmeans_fit(key, X, 4, init=X[:3])

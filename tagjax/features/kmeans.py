@@ -3,7 +3,8 @@
 Follows scikit-learn's `KMeans` and `MiniBatchKMeans` (greedy k-means++ with `2 + log(k)`
 local trials, the same tolerance and stopping rules, empty-cluster relocation and low-count
 reassignment), so results are comparable at equal settings. Lloyd's iterations skip, by
-Hamerly's bounds, the frames that provably keep their cluster; the centroids are Lloyd's.
+Yinyang's (or Hamerly's) bounds, the frames that provably keep their cluster; the centroids are
+Lloyd's.
 
 Distances use `|x|^2 - 2 x.c + |c|^2` with the frames taken in blocks of `chunk_size`, so no
 `(n_frames, k)` matrix larger than one `(chunk_size, k)` block is ever built. The data are
@@ -429,6 +430,172 @@ def _hamerly(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
     return centroids, inertia, n_done
 
 
+# Centroids per Yinyang group (Ding et al. suggest k / 10 groups): for k = 1024 on 200,000 MFCC
+# frames groups of 16 ran 1.1-1.3x faster than groups of 4, 8, 32 or 64 (fewer groups pass the
+# filter less often; more groups cost more to keep), and their bounds take n x k / 16 floats.
+_YINYANG_GROUP_SIZE = 16
+# Lloyd iterations on the initial centroids that group them.
+_GROUPING_ITERATIONS = 5
+# Frames per block when tightening upper bounds (90 products a frame: large blocks, few loops).
+_TIGHTEN_BLOCK = 4096
+
+
+def _group_order(centroids, n_groups, group_size):
+    """Centroid indices in groups of nearby centroids, for Yinyang's bounds.
+
+    The centroids are clustered into `n_groups` by a few Lloyd iterations seeded on the first
+    ones (k-means++ seeds come well spread), then listed cluster by cluster and cut into blocks
+    of `group_size`: nearby centroids share a block, so a block whose centroids all stay put
+    keeps its bounds. Any grouping is correct; this one only makes the bounds tighter.
+
+    Returns:
+      `(n_groups * group_size,)` int32 indices into `centroids`; `k` marks the padding slots.
+    """
+    k = centroids.shape[0]
+    c_sq = jnp.sum(centroids * centroids, axis=1)
+
+    def group_of(centers):
+        scores = jnp.sum(centers * centers, axis=1)[None, :] - 2 * _dot(centroids, centers)
+        return jnp.argmin(scores, axis=1)
+
+    def lloyd_step(_, centers):
+        group = group_of(centers)
+        sums = jax.ops.segment_sum(centroids, group, n_groups)
+        counts = jax.ops.segment_sum(jnp.ones_like(c_sq), group, n_groups)
+        return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None], centers)
+
+    centers = lax.fori_loop(0, _GROUPING_ITERATIONS, lloyd_step, centroids[:n_groups])
+    order = jnp.argsort(group_of(centers), stable=True).astype(jnp.int32)
+    return jnp.concatenate([order, jnp.full((n_groups * group_size - k,), k, jnp.int32)])
+
+
+def _yinyang(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
+    """Lloyd's iterations with Yinyang's group bounds (Ding et al., 2015): Lloyd's centroids.
+
+    The centroids are split once into groups of `_YINYANG_GROUP_SIZE` nearby ones. Each frame
+    keeps an upper bound on the distance to its centroid and, per group, a lower bound on the
+    distance to the group's other centroids. When the centroids move, a group's bound drops by
+    the largest shift in that group only (Hamerly's single bound drops by the largest shift of
+    all), so most bounds hold while a few clusters still move. A frame whose upper bound is at
+    most every group bound, or half the distance from its centroid to the nearest other one,
+    keeps its cluster. The other frames get their exact distance as upper bound and are tested
+    again; only those that still fail, gathered into blocks, are compared with all k centroids.
+    """
+    chunk_size = blocks.shape[1]
+    n_padded, dim = frames.shape
+    group_size = min(_YINYANG_GROUP_SIZE, k)
+    n_groups = -(-k // group_size)
+    order = _group_order(centroids, n_groups, group_size)
+    real = order < k
+
+    def grouped(centroids):
+        """The centroids in group order, and their squared norms (+inf at padding slots)."""
+        padded = jnp.concatenate([centroids, jnp.zeros((1, dim), centroids.dtype)])[order]
+        return padded, jnp.where(real, jnp.sum(padded * padded, axis=1), jnp.inf)
+
+    def slack(centroids):
+        return _EXPANSION_SLACK * (x_sq + jnp.max(jnp.sum(centroids * centroids, axis=1)))
+
+    def nearest_and_group_bounds(block, grouped_centroids, grouped_sq, x_sq, slack):
+        """Labels, upper bounds `(chunk,)` and group lower bounds `(chunk, n_groups)`."""
+        scores = grouped_sq[:, None] + _dot(-2 * grouped_centroids, block)
+        best = jnp.min(scores, axis=0)
+        # Ties go to the lowest centroid index, as in argmin over the centroids' own order.
+        labels = jnp.min(jnp.where(scores <= best, order[:, None], k), axis=0)
+        others = jnp.where(order[:, None] == labels, jnp.inf, scores)
+        group_best = jnp.min(others.reshape(n_groups, group_size, -1), axis=1).T
+        upper = jnp.sqrt(jnp.maximum(x_sq + best, 0) + slack)
+        lower = jnp.sqrt(jnp.maximum(x_sq[:, None] + group_best - slack[:, None], 0))
+        return labels, upper, lower
+
+    initial_slack = slack(centroids)
+    labels, upper, lower = lax.map(
+        lambda args: nearest_and_group_bounds(args[0], *grouped(centroids), *args[1:]),
+        (
+            blocks,
+            x_sq.reshape(-1, chunk_size),
+            initial_slack.reshape(-1, chunk_size),
+        ),
+    )
+    labels = jnp.where(valid, labels.reshape(-1), k)
+    upper, lower = upper.reshape(-1), lower.reshape(n_padded, n_groups)
+
+    def reassign(centroids, new_centroids, labels, upper, lower):
+        shifts = jnp.sqrt(jnp.sum((new_centroids - centroids) ** 2, axis=1)) * (1 + _DIRECT_SLACK)
+        drift = jnp.max(jnp.append(shifts, 0)[order].reshape(n_groups, group_size), axis=1)
+        own = jnp.minimum(labels, k - 1)
+        upper = upper + shifts[own]
+        lower = lower - drift
+        c_sq = jnp.sum(new_centroids * new_centroids, axis=1)
+        separation = c_sq[:, None] + c_sq[None, :] - 2 * _dot(new_centroids, new_centroids)
+        separation = separation - _EXPANSION_SLACK * 2 * jnp.max(c_sq)
+        separation = jnp.where(jnp.eye(k, dtype=bool), jnp.inf, separation)
+        half_gap = 0.5 * jnp.sqrt(jnp.maximum(jnp.min(separation, axis=1), 0))
+        bound = jnp.maximum(half_gap[own], jnp.min(lower, axis=1))
+        candidate = valid & (upper > bound)
+        # Tighten the candidates' upper bounds to their exact distances first: a third of them
+        # then pass, for 90 products a frame instead of 90 k.
+        rows = jnp.nonzero(candidate, size=n_padded + _TIGHTEN_BLOCK, fill_value=n_padded)[0]
+
+        def tighten(b, upper):
+            block_rows = lax.dynamic_slice_in_dim(rows, b * _TIGHTEN_BLOCK, _TIGHTEN_BLOCK)
+            gathered = jnp.minimum(block_rows, n_padded - 1)
+            exact = jnp.sum((frames[gathered] - new_centroids[own[gathered]]) ** 2, axis=1)
+            exact = jnp.sqrt(exact) * (1 + _DIRECT_SLACK)
+            return upper.at[block_rows].set(exact, mode="drop")
+
+        n_tighten = (jnp.sum(candidate) + _TIGHTEN_BLOCK - 1) // _TIGHTEN_BLOCK
+        upper = lax.fori_loop(0, n_tighten, tighten, upper)
+        needed = candidate & (upper > bound)
+        n_needed = jnp.sum(needed)
+        rows = jnp.nonzero(needed, size=n_padded + chunk_size, fill_value=n_padded)[0]
+        grouped_centroids, grouped_sq = grouped(new_centroids)
+        frame_slack = slack(new_centroids)
+
+        def recompute(b, carry):
+            labels, upper, lower = carry
+            block_rows = lax.dynamic_slice_in_dim(rows, b * chunk_size, chunk_size)
+            gathered = jnp.minimum(block_rows, n_padded - 1)
+            block_labels, block_upper, block_lower = nearest_and_group_bounds(
+                frames[gathered],
+                grouped_centroids,
+                grouped_sq,
+                x_sq[gathered],
+                frame_slack[gathered],
+            )
+            # Fill rows (== n_padded) are out of range and dropped.
+            labels = labels.at[block_rows].set(block_labels, mode="drop")
+            upper = upper.at[block_rows].set(block_upper, mode="drop")
+            lower = lower.at[block_rows].set(block_lower, mode="drop")
+            return labels, upper, lower
+
+        n_blocks = (n_needed + chunk_size - 1) // chunk_size
+        return lax.fori_loop(0, n_blocks, recompute, (labels, upper, lower))
+
+    def yinyang_step(state):
+        i, centroids, labels, upper, lower, previous_labels, _ = state
+        new_centroids = _update_centroids(
+            frames,
+            labels,
+            lambda: _own_squared_distances(frames, valid, centroids, labels),
+            centroids,
+        )
+        shift = jnp.sum((new_centroids - centroids) ** 2)
+        converged = jnp.all(labels == previous_labels) | (shift <= tolerance)
+        new_labels, upper, lower = reassign(centroids, new_centroids, labels, upper, lower)
+        return i + 1, new_centroids, new_labels, upper, lower, labels, converged
+
+    def keep_going(state):
+        i, *_, converged = state
+        return (i < n_iter) & ~converged
+
+    no_labels = jnp.full(frames.shape[:1], -1, jnp.int32)
+    initial = (jnp.int32(0), centroids, labels, upper, lower, no_labels, jnp.bool_(False))
+    n_done, centroids, labels, *_ = lax.while_loop(keep_going, yinyang_step, initial)
+    own = _own_squared_distances(frames, valid, centroids, labels)
+    return centroids, jnp.sum(jnp.maximum(own, 0)), n_done
+
+
 @functools.partial(
     jax.jit, static_argnames=("k", "init", "n_local_trials", "chunk_size", "algorithm")
 )
@@ -451,7 +618,7 @@ def _kmeans_fit(
     else:
         centroids = initial_centroids - mean
     x_sq = jnp.sum(frames * frames, axis=1)
-    iterate = _hamerly if algorithm == "hamerly" else _lloyd
+    iterate = {"yinyang": _yinyang, "hamerly": _hamerly, "lloyd": _lloyd}[algorithm]
     centroids, inertia, n_done = iterate(
         frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance
     )
@@ -483,7 +650,7 @@ def kmeans_fit(
     init="k-means++",
     n_local_trials: int | None = None,
     chunk_size: int | None = None,
-    algorithm: str = "hamerly",
+    algorithm: str = "yinyang",
 ) -> KMeans:
     """Fits k-means by Lloyd's algorithm, as scikit-learn's `KMeans(n_init=1)`.
 
@@ -503,9 +670,11 @@ def kmeans_fit(
         `(k, dim)` array of initial centroids.
       n_local_trials: k-means++ candidates per centroid; default `2 + int(log(k))`.
       chunk_size: frames per distance block; default `max(256, 2**19 // k)`.
-      algorithm: "hamerly" (Hamerly's bounds skip the frames that cannot change cluster; the
-        same iterations with fewer distances) or "lloyd" (every frame against every centroid
-        each iteration; simpler, and may suit accelerators better).
+      algorithm: "yinyang" (Yinyang's group bounds skip the frames that cannot change
+        cluster; the same iterations with fewer distances, at the cost of `n_frames x k / 16`
+        floats of bounds), "hamerly" (one lower bound per frame; prunes less once some
+        clusters have settled) or "lloyd" (every frame against every centroid each iteration;
+        simpler, and may suit accelerators better).
 
     Returns:
       The fitted `KMeans`; its inertia is for the final centroids.
@@ -517,8 +686,8 @@ def kmeans_fit(
         raise ValueError(f"n_iter must be at least 1, got {n_iter}.")
     if not isinstance(tol, jax.core.Tracer) and not tol >= 0:
         raise ValueError(f"tol must be non-negative, got {tol}.")
-    if algorithm not in ("hamerly", "lloyd"):
-        raise ValueError(f"algorithm must be 'hamerly' or 'lloyd', got {algorithm!r}.")
+    if algorithm not in ("yinyang", "hamerly", "lloyd"):
+        raise ValueError(f"algorithm must be 'hamerly' or 'lloyd' or 'yinyang', got {algorithm!r}.")
     initial_centroids, init_name = _initial_centroids(init, k, dim)
     n_local_trials = 2 + int(math.log(k)) if n_local_trials is None else n_local_trials
     X = jnp.asarray(X, jnp.result_type(float))
