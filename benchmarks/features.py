@@ -171,8 +171,9 @@ def main():
 
     batch = make_batch(cfg.batch, cfg.seconds, cfg.sr)
     x = jax.device_put(jnp.asarray(batch))
-    log_mel = jax.jit(lambda s: tj.features.power_to_db(tj.features.melspectrogram(
-        s, cfg.sr, cfg.n_fft, cfg.hop_length, cfg.n_mels)))
+    # power_to_db(melspectrogram(...)), the decibels taken in the loop over clips.
+    log_mel = jax.jit(lambda s: tj.features.log_melspectrogram(
+        s, cfg.sr, cfg.n_fft, cfg.hop_length, cfg.n_mels))
     mfcc = jax.jit(lambda s: tj.features.mfcc(s, cfg.sr, cfg.n_mfcc, cfg.n_mels, cfg.n_fft,
                                               cfg.hop_length))
     compile_s = {"tagjax log-mel": first_call_seconds(log_mel, x),

@@ -420,6 +420,10 @@ class TorchStep:
 
     def __init__(self, net, config, lrs, compiled: bool):
         self.net = copy.deepcopy(net).train()
+        if compiled:
+            # A fresh start per network: otherwise the layer code shared with the previous
+            # config is traced again with dynamic sizes, which Inductor fails to compile.
+            torch._dynamo.reset()
         self.forward = torch.compile(self.net) if compiled else self.net
         self.lrs, self.step = lrs, 0
         trained = [p for p in self.net.parameters() if p.requires_grad]

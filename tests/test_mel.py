@@ -208,6 +208,32 @@ def test_log_mel_end_to_end_within_a_thousandth_of_a_db(sr, n_fft, hop_length, n
         actual = np.asarray(tjf.power_to_db(tjf.melspectrogram(x, sr, n_fft, hop_length,
                                                                n_mels)))
         np.testing.assert_allclose(actual, expected, rtol=0, atol=DB_TOL)
+        _assert_same_decibels(tjf.log_melspectrogram(x, sr, n_fft, hop_length, n_mels), actual)
+
+
+def _assert_same_decibels(fused, composed):
+    # The same operations clip by clip; XLA may compile 10 log10(.) and the floor into other
+    # instruction sequences, each rounding a value of at most max |dB| a few times in float32.
+    eps = np.finfo(np.float32).eps
+    np.testing.assert_allclose(fused, composed, rtol=4 * eps,
+                               atol=4 * eps * np.abs(composed).max())
+
+
+def test_log_melspectrogram_takes_the_top_db_floor_per_example_in_its_loop():
+    # 150 clips of 32 frames (more than the 64 a step of the CPU loop takes, so the decibels are
+    # taken inside it, with a remainder), each floored at 80 dB below its own peak, as
+    # power_to_db on the whole batch does.
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((150, 4000)) * np.logspace(-4, 0, 150)[:, None]).astype(np.float32)
+    x[3, :2000] = 0.0  # digital silence: floored
+    expected = tjf.power_to_db(tjf.melspectrogram(x, 8000, 256, 128, 40), ref=1.0, top_db=80.0)
+    _assert_same_decibels(tjf.log_melspectrogram(x, 8000, 256, 128, 40), expected)
+    _assert_same_decibels(
+        tjf.log_melspectrogram(x, 8000, 256, 128, 40, ref=2.0, amin=1e-6, top_db=None),
+        tjf.power_to_db(tjf.melspectrogram(x, 8000, 256, 128, 40), ref=2.0, amin=1e-6,
+                        top_db=None))
+    with pytest.raises(TypeError, match="ref must be a number"):
+        tjf.log_melspectrogram(x, ref=jnp.max)
 
 
 def test_log_mel_gradient_is_finite_and_matches_finite_differences():

@@ -22,6 +22,7 @@ from tagjax.features.decibels import amplitude_to_db as amplitude_to_db
 from tagjax.features.decibels import power_to_db as power_to_db
 from tagjax.features.mel import fft_frequencies as fft_frequencies
 from tagjax.features.mel import hz_to_mel as hz_to_mel
+from tagjax.features.mel import log_melspectrogram as log_melspectrogram
 from tagjax.features.mel import mel_filterbank as mel_filterbank
 from tagjax.features.mel import mel_frequencies as mel_frequencies
 from tagjax.features.mel import mel_to_hz as mel_to_hz

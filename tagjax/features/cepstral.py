@@ -101,8 +101,7 @@ def mfcc_from_db(log_mel: jax.Array, n_mfcc: int = 20, norm: str | None = "ortho
 
 @functools.partial(jax.jit, static_argnames=("mel_static", "db_args", "n_mfcc", "norm", "lifter"))
 def _mfcc(x, *, mel_static, db_args, n_mfcc, norm, lifter):
-    mel_power = mel._melspectrogram(x, **dict(mel_static))
-    log_mel = decibels._power_to_db(mel_power, *db_args)
+    log_mel = mel._melspectrogram(x, db_args=db_args, **dict(mel_static))
     return _cepstrum(log_mel, n_mfcc, norm, lifter)
 
 

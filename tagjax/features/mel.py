@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from tagjax.features import _normalize, _validation, spectral
+from tagjax.features import _normalize, _validation, decibels, spectral
 
 # Slaney's auditory-toolbox scale: linear below 1 kHz, logarithmic above.
 _SLANEY_HZ_PER_MEL = 200.0 / 3
@@ -193,15 +193,18 @@ def mel_project(power_spectrum: jax.Array, filterbank: np.ndarray,
     return total
 
 
-@functools.partial(jax.jit, static_argnames=("stft_args", "mel_args", "power"))
-def _melspectrogram(x, *, stft_args, mel_args, power):
+@functools.partial(jax.jit, static_argnames=("stft_args", "mel_args", "power", "db_args"))
+def _melspectrogram(x, *, stft_args, mel_args, power, db_args=None):
+    """The mel spectrogram; in dB with `db_args = (ref, amin, top_db)` (`ref` a number), taken
+    in the loop over examples, while each one's mel spectrogram is still in cache."""
     stft_args = dict(stft_args)
     filterbank = _mel_filterbank_np(**dict(mel_args))
     bands = _band_plan(**dict(mel_args))
 
     def example_melspectrogram(signal):
-        return mel_project(spectral.power_spectrogram(signal, power=power, **stft_args),
-                           filterbank, bands)
+        mel = mel_project(spectral.power_spectrogram(signal, power=power, **stft_args),
+                          filterbank, bands)
+        return mel if db_args is None else decibels._power_to_db(mel, *db_args)
 
     n_frames = spectral.num_frames(x.shape[-1], stft_args["n_fft"], stft_args["hop_length"],
                                    stft_args["center"])
@@ -240,3 +243,31 @@ def melspectrogram(x: jax.Array, sr: float = 16000, n_fft: int = 512, hop_length
     x, static = check_melspectrogram_args(x, sr, n_fft, hop_length, n_mels, power, window,
                                           center, pad_mode, win_length, fmin, fmax, htk, norm)
     return _melspectrogram(x, **static)
+
+
+def log_melspectrogram(x: jax.Array, sr: float = 16000, n_fft: int = 512, hop_length: int = 256,
+                       n_mels: int = 96, *, ref: float = 1.0, amin: float = 1e-10,
+                       top_db: float | None = 80.0, window: spectral.WindowSpec = "hann",
+                       center: bool = True, pad_mode: str = "constant",
+                       win_length: int | None = None, fmin: float = 0.0,
+                       fmax: float | None = None, htk: bool = False,
+                       norm: str | float | None = "slaney") -> jax.Array:
+    """`power_to_db(melspectrogram(x, ...), ref, amin, top_db)` (to float32 rounding), with the
+    decibels taken example by example while each mel spectrogram is in a CPU's cache.
+
+    Args:
+      x: real signal `(..., samples)`.
+      sr, n_fft, hop_length, n_mels, window, center, pad_mode, win_length, fmin, fmax, htk,
+        norm: as in `melspectrogram` (power 2).
+      ref, amin, top_db: as in `power_to_db`, with a numeric `ref`.
+
+    Returns:
+      `(..., n_frames, n_mels)` in dB.
+    """
+    if isinstance(ref, bool) or not isinstance(ref, int | float):
+        raise TypeError(f"ref must be a number here, got {type(ref).__name__}; for a computed "
+                        "reference use power_to_db(melspectrogram(x), ref=...)")
+    amin, top_db = decibels._check_db_args(amin, top_db)
+    x, static = check_melspectrogram_args(x, sr, n_fft, hop_length, n_mels, 2.0, window,
+                                          center, pad_mode, win_length, fmin, fmax, htk, norm)
+    return _melspectrogram(x, db_args=(abs(float(ref)), amin, top_db), **static)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from tagjax.features import _normalize, _validation, decibels, mel, spectral
+from tagjax.features import _normalize, _validation, mel, spectral
 
 # librosa's detrending filter: y[n] = x[n] - x[n-1] + 0.99 y[n-1].
 _DETREND_POLE = 0.99
@@ -62,8 +62,7 @@ _ONSET_STATIC = ("mel_static", "lag", "max_size", "detrend", "center", "aggregat
 
 @functools.partial(jax.jit, static_argnames=_ONSET_STATIC)
 def _onset_strength(x, *, mel_static, lag, max_size, detrend, center, aggregate):
-    mel_power = mel._melspectrogram(x, **dict(mel_static))
-    log_mel = decibels._power_to_db(mel_power, 1.0, 1e-10, 80.0)
+    log_mel = mel._melspectrogram(x, db_args=(1.0, 1e-10, 80.0), **dict(mel_static))
     stft_args = dict(dict(mel_static)["stft_args"])
     return _onset_from_db(log_mel, lag=lag, max_size=max_size, detrend=detrend, center=center,
                           n_fft=stft_args["n_fft"], hop_length=stft_args["hop_length"],

@@ -93,24 +93,15 @@ class LogMel(nn.Module):
         if self.compression not in COMPRESSIONS:
             raise ValueError(f"unknown compression={self.compression!r}; choose one of "
                              f"{', '.join(COMPRESSIONS)}")
-        mel = features.melspectrogram(
-            audio,
-            sr=self.sample_rate,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            n_mels=self.n_mels,
-            fmin=self.fmin,
-            fmax=self.fmax,
-            htk=self.htk,
-            norm=self.mel_norm,
-            center=self.center,
-            pad_mode=self.pad_mode,
-            power=2.0,
-        )
+        mel_args = dict(sr=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length,
+                        n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax, htk=self.htk,
+                        norm=self.mel_norm, center=self.center, pad_mode=self.pad_mode)
         if self.compression == "log1p":
+            mel = features.melspectrogram(audio, power=2.0, **mel_args)
             # log1p keeps the quiet bins exact in float32, where 1 + C S would round them.
             return jnp.log1p(self.log_gain * mel) / jnp.log(10.0)
-        return features.power_to_db(mel, ref=1.0, amin=1e-10, top_db=self.top_db)
+        return features.log_melspectrogram(audio, ref=1.0, amin=1e-10, top_db=self.top_db,
+                                           **mel_args)
 
     def normalized(self, x, *, train: bool):
         """Scales dB frames `(batch, frames, bins)` for the network, as `normalize` says."""
