@@ -74,7 +74,3 @@ def reexecute_with_huge_pages() -> None:
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]],
               environment_with_huge_pages())
 
-
-if __name__ == "__main__":
-    # `python -m tagjax.huge_pages`: the environment a command runs under, after re-execution.
-    print(f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')}")
