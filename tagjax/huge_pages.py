@@ -3,8 +3,8 @@ glibc's `glibc.malloc.hugetlb=1` tunable.
 
 XLA's CPU runtime allocates a program's temporaries afresh on every call, and glibc serves an
 allocation over 32 MiB (its largest mmap threshold) with new memory that the kernel faults in
-and zeroes 4 KiB at a time: a third of `cnn_lstm`'s training step on a 2-core AMD EPYC (492 ms,
-307 ms with the tunable; benchmarks/train_step.py). Under the tunable, malloc asks for
+and zeroes 4 KiB at a time: a third of `cnn_lstm`'s training step on a 2-core AMD EPYC (313 ms,
+201 ms with the tunable; benchmarks/train_step.py, idle). Under the tunable, malloc asks for
 transparent huge pages (2 MiB) instead, which the kernel grants on request where
 /sys/kernel/mm/transparent_hugepage/enabled says `[madvise]` (the usual default; `[always]`
 needs nothing, `[never]` allows nothing). glibc reads its tunables only when a process starts,
