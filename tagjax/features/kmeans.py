@@ -342,73 +342,48 @@ def _update_centroids(frames, labels, own_distances, centroids):
     return jnp.where(counts[:, None] > 0, sums / counts[:, None], centroids)
 
 
-def _hamerly(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
-    """Lloyd's iterations with Hamerly's bounds: the same centroids, fewer distances.
+def _slack(x_sq, centroids):
+    """Per frame, how far float32 rounding can move a squared distance `|x|^2 - 2 x.c + |c|^2`."""
+    return _EXPANSION_SLACK * (x_sq + jnp.max(jnp.sum(centroids * centroids, axis=1)))
 
-    Each frame keeps an upper bound on the distance to its centroid and a lower bound on the
-    distance to every other one. After the centroids move, the bounds move by at most the
-    shifts; a frame whose upper bound stays below both its lower bound and half the distance
-    from its centroid to the nearest other centroid cannot change cluster and is skipped. Only
-    the other frames, gathered into blocks, are compared with all k centroids.
-    """
-    chunk_size = blocks.shape[1]
-    n_padded = frames.shape[0]
 
-    def slack(centroids):
-        return _EXPANSION_SLACK * (x_sq + jnp.max(jnp.sum(centroids * centroids, axis=1)))
+def _half_gaps(centroids):
+    """Half the distance from each centroid to the nearest other one (less float32's slack): a
+    frame nearer its centroid than this keeps it."""
+    k = centroids.shape[0]
+    c_sq = jnp.sum(centroids * centroids, axis=1)
+    separation = c_sq[:, None] + c_sq[None, :] - 2 * _dot(centroids, centroids)
+    separation = separation - _EXPANSION_SLACK * 2 * jnp.max(c_sq)
+    separation = jnp.where(jnp.eye(k, dtype=bool), jnp.inf, separation)
+    return 0.5 * jnp.sqrt(jnp.maximum(jnp.min(separation, axis=1), 0))
 
-    def bounds_from_scores(x_sq, best, second, slack):
-        upper = jnp.sqrt(jnp.maximum(x_sq + best, 0) + slack)
-        lower = jnp.sqrt(jnp.maximum(x_sq + second - slack, 0))
-        return upper, lower
 
-    labels, best, second = lax.map(lambda block: _two_nearest(block, centroids), blocks)
-    labels = jnp.where(valid, labels.reshape(-1), k)
-    upper, lower = bounds_from_scores(x_sq, best.reshape(-1), second.reshape(-1), slack(centroids))
+def _over_rows(selected, block_size, update, carry):
+    """`carry` after `update(block_rows, gathered_rows, carry)` on the `selected` rows, taken
+    `block_size` at a time: `block_rows` holds their indices, padded past the last block with
+    `len(selected)` (out of range, so `.at[...].set(..., mode="drop")` drops them), and
+    `gathered_rows` the same indices clipped into range for gathering."""
+    n_rows = selected.shape[0]
+    rows = jnp.nonzero(selected, size=n_rows + block_size, fill_value=n_rows)[0]
+
+    def step(b, carry):
+        block_rows = lax.dynamic_slice_in_dim(rows, b * block_size, block_size)
+        return update(block_rows, jnp.minimum(block_rows, n_rows - 1), carry)
+
+    n_blocks = (jnp.sum(selected) + block_size - 1) // block_size
+    return lax.fori_loop(0, n_blocks, step, carry)
+
+
+def _lloyd_with_bounds(frames, valid, centroids, labels, upper, lower, reassign, n_iter,
+                       tolerance):
+    """Lloyd's iterations from the labels of `centroids`, each reassigning the frames with
+    `reassign(centroids, new_centroids, labels, upper, lower) -> (labels, upper, lower)`, which
+    keeps the bounds; returns the centroids, their inertia and the iterations done."""
 
     def own_distances(centroids, labels):
         return _own_squared_distances(frames, valid, centroids, labels)
 
-    def reassign(centroids, new_centroids, labels, upper, lower):
-        shifts = jnp.sqrt(jnp.sum((new_centroids - centroids) ** 2, axis=1)) * (1 + _DIRECT_SLACK)
-        farthest = jnp.argmax(shifts)
-        others = jnp.max(jnp.where(jnp.arange(k) == farthest, 0, shifts))
-        own = jnp.minimum(labels, k - 1)
-        upper = upper + shifts[own]
-        lower = lower - jnp.where(own == farthest, others, shifts[farthest])
-        c_sq = jnp.sum(new_centroids * new_centroids, axis=1)
-        separation = c_sq[:, None] + c_sq[None, :] - 2 * _dot(new_centroids, new_centroids)
-        separation = separation - _EXPANSION_SLACK * 2 * jnp.max(c_sq)
-        separation = jnp.where(jnp.eye(k, dtype=bool), jnp.inf, separation)
-        half_gap = 0.5 * jnp.sqrt(jnp.maximum(jnp.min(separation, axis=1), 0))
-        bound = jnp.maximum(half_gap[own], lower)
-        candidate = valid & (upper > bound)
-        # Tighten the upper bound to the exact distance before comparing with all centroids.
-        exact = jnp.sqrt(jnp.maximum(own_distances(new_centroids, labels), 0))
-        upper = jnp.where(candidate, exact * (1 + _DIRECT_SLACK), upper)
-        needed = candidate & (upper > bound)
-        n_needed = jnp.sum(needed)
-        rows = jnp.nonzero(needed, size=n_padded + chunk_size, fill_value=n_padded)[0]
-        frame_slack = slack(new_centroids)
-
-        def recompute(b, carry):
-            labels, upper, lower = carry
-            block_rows = lax.dynamic_slice_in_dim(rows, b * chunk_size, chunk_size)
-            gathered = jnp.minimum(block_rows, n_padded - 1)
-            block_labels, best, second = _two_nearest(frames[gathered], new_centroids)
-            block_upper, block_lower = bounds_from_scores(
-                x_sq[gathered], best, second, frame_slack[gathered]
-            )
-            # Fill rows (== n_padded) are out of range and dropped.
-            labels = labels.at[block_rows].set(block_labels, mode="drop")
-            upper = upper.at[block_rows].set(block_upper, mode="drop")
-            lower = lower.at[block_rows].set(block_lower, mode="drop")
-            return labels, upper, lower
-
-        n_blocks = (n_needed + chunk_size - 1) // chunk_size
-        return lax.fori_loop(0, n_blocks, recompute, (labels, upper, lower))
-
-    def hamerly_step(state):
+    def step(state):
         i, centroids, labels, upper, lower, previous_labels, _ = state
         new_centroids = _update_centroids(
             frames, labels, lambda: own_distances(centroids, labels), centroids
@@ -424,10 +399,64 @@ def _hamerly(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
 
     no_labels = jnp.full(frames.shape[:1], -1, jnp.int32)
     initial = (jnp.int32(0), centroids, labels, upper, lower, no_labels, jnp.bool_(False))
-    n_done, centroids, labels, *_ = lax.while_loop(keep_going, hamerly_step, initial)
+    n_done, centroids, labels, *_ = lax.while_loop(keep_going, step, initial)
     # The labels are those of the final centroids: the inertia needs no further pass.
     inertia = jnp.sum(jnp.maximum(own_distances(centroids, labels), 0))
     return centroids, inertia, n_done
+
+
+def _hamerly(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
+    """Lloyd's iterations with Hamerly's bounds: the same centroids, fewer distances.
+
+    Each frame keeps an upper bound on the distance to its centroid and a lower bound on the
+    distance to every other one. After the centroids move, the bounds move by at most the
+    shifts; a frame whose upper bound stays below both its lower bound and half the distance
+    from its centroid to the nearest other centroid cannot change cluster and is skipped. Only
+    the other frames, gathered into blocks, are compared with all k centroids.
+    """
+    chunk_size = blocks.shape[1]
+
+    def bounds_from_scores(x_sq, best, second, slack):
+        upper = jnp.sqrt(jnp.maximum(x_sq + best, 0) + slack)
+        lower = jnp.sqrt(jnp.maximum(x_sq + second - slack, 0))
+        return upper, lower
+
+    labels, best, second = lax.map(lambda block: _two_nearest(block, centroids), blocks)
+    labels = jnp.where(valid, labels.reshape(-1), k)
+    upper, lower = bounds_from_scores(x_sq, best.reshape(-1), second.reshape(-1),
+                                      _slack(x_sq, centroids))
+
+    def reassign(centroids, new_centroids, labels, upper, lower):
+        shifts = jnp.sqrt(jnp.sum((new_centroids - centroids) ** 2, axis=1)) * (1 + _DIRECT_SLACK)
+        farthest = jnp.argmax(shifts)
+        others = jnp.max(jnp.where(jnp.arange(k) == farthest, 0, shifts))
+        own = jnp.minimum(labels, k - 1)
+        upper = upper + shifts[own]
+        lower = lower - jnp.where(own == farthest, others, shifts[farthest])
+        bound = jnp.maximum(_half_gaps(new_centroids)[own], lower)
+        candidate = valid & (upper > bound)
+        # Tighten the upper bound to the exact distance before comparing with all centroids.
+        exact = jnp.sqrt(jnp.maximum(
+            _own_squared_distances(frames, valid, new_centroids, labels), 0))
+        upper = jnp.where(candidate, exact * (1 + _DIRECT_SLACK), upper)
+        frame_slack = _slack(x_sq, new_centroids)
+
+        def recompute(block_rows, gathered, carry):
+            labels, upper, lower = carry
+            block_labels, best, second = _two_nearest(frames[gathered], new_centroids)
+            block_upper, block_lower = bounds_from_scores(
+                x_sq[gathered], best, second, frame_slack[gathered]
+            )
+            labels = labels.at[block_rows].set(block_labels, mode="drop")
+            upper = upper.at[block_rows].set(block_upper, mode="drop")
+            lower = lower.at[block_rows].set(block_lower, mode="drop")
+            return labels, upper, lower
+
+        return _over_rows(candidate & (upper > bound), chunk_size, recompute,
+                          (labels, upper, lower))
+
+    return _lloyd_with_bounds(frames, valid, centroids, labels, upper, lower, reassign, n_iter,
+                              tolerance)
 
 
 # Centroids per Yinyang group (Ding et al. suggest k / 10 groups): for k = 1024 on 200,000 MFCC
@@ -493,9 +522,6 @@ def _yinyang(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
         padded = jnp.concatenate([centroids, jnp.zeros((1, dim), centroids.dtype)])[order]
         return padded, jnp.where(real, jnp.sum(padded * padded, axis=1), jnp.inf)
 
-    def slack(centroids):
-        return _EXPANSION_SLACK * (x_sq + jnp.max(jnp.sum(centroids * centroids, axis=1)))
-
     def nearest_and_group_bounds(block, grouped_centroids, grouped_sq, x_sq, slack):
         """Labels, upper bounds `(chunk,)` and group lower bounds `(chunk, n_groups)`."""
         scores = grouped_sq[:, None] + _dot(-2 * grouped_centroids, block)
@@ -508,7 +534,7 @@ def _yinyang(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
         lower = jnp.sqrt(jnp.maximum(x_sq[:, None] + group_best - slack[:, None], 0))
         return labels, upper, lower
 
-    initial_slack = slack(centroids)
+    initial_slack = _slack(x_sq, centroids)
     labels, upper, lower = lax.map(
         lambda args: nearest_and_group_bounds(args[0], *grouped(centroids), *args[1:]),
         (
@@ -526,36 +552,22 @@ def _yinyang(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
         own = jnp.minimum(labels, k - 1)
         upper = upper + shifts[own]
         lower = lower - drift
-        c_sq = jnp.sum(new_centroids * new_centroids, axis=1)
-        separation = c_sq[:, None] + c_sq[None, :] - 2 * _dot(new_centroids, new_centroids)
-        separation = separation - _EXPANSION_SLACK * 2 * jnp.max(c_sq)
-        separation = jnp.where(jnp.eye(k, dtype=bool), jnp.inf, separation)
-        half_gap = 0.5 * jnp.sqrt(jnp.maximum(jnp.min(separation, axis=1), 0))
-        bound = jnp.maximum(half_gap[own], jnp.min(lower, axis=1))
+        bound = jnp.maximum(_half_gaps(new_centroids)[own], jnp.min(lower, axis=1))
         candidate = valid & (upper > bound)
+
         # Tighten the candidates' upper bounds to their exact distances first: a third of them
         # then pass, for 90 products a frame instead of 90 k.
-        rows = jnp.nonzero(candidate, size=n_padded + _TIGHTEN_BLOCK, fill_value=n_padded)[0]
-
-        def tighten(b, upper):
-            block_rows = lax.dynamic_slice_in_dim(rows, b * _TIGHTEN_BLOCK, _TIGHTEN_BLOCK)
-            gathered = jnp.minimum(block_rows, n_padded - 1)
+        def tighten(block_rows, gathered, upper):
             exact = jnp.sum((frames[gathered] - new_centroids[own[gathered]]) ** 2, axis=1)
             exact = jnp.sqrt(exact) * (1 + _DIRECT_SLACK)
             return upper.at[block_rows].set(exact, mode="drop")
 
-        n_tighten = (jnp.sum(candidate) + _TIGHTEN_BLOCK - 1) // _TIGHTEN_BLOCK
-        upper = lax.fori_loop(0, n_tighten, tighten, upper)
-        needed = candidate & (upper > bound)
-        n_needed = jnp.sum(needed)
-        rows = jnp.nonzero(needed, size=n_padded + chunk_size, fill_value=n_padded)[0]
+        upper = _over_rows(candidate, _TIGHTEN_BLOCK, tighten, upper)
         grouped_centroids, grouped_sq = grouped(new_centroids)
-        frame_slack = slack(new_centroids)
+        frame_slack = _slack(x_sq, new_centroids)
 
-        def recompute(b, carry):
+        def recompute(block_rows, gathered, carry):
             labels, upper, lower = carry
-            block_rows = lax.dynamic_slice_in_dim(rows, b * chunk_size, chunk_size)
-            gathered = jnp.minimum(block_rows, n_padded - 1)
             block_labels, block_upper, block_lower = nearest_and_group_bounds(
                 frames[gathered],
                 grouped_centroids,
@@ -563,37 +575,16 @@ def _yinyang(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
                 x_sq[gathered],
                 frame_slack[gathered],
             )
-            # Fill rows (== n_padded) are out of range and dropped.
             labels = labels.at[block_rows].set(block_labels, mode="drop")
             upper = upper.at[block_rows].set(block_upper, mode="drop")
             lower = lower.at[block_rows].set(block_lower, mode="drop")
             return labels, upper, lower
 
-        n_blocks = (n_needed + chunk_size - 1) // chunk_size
-        return lax.fori_loop(0, n_blocks, recompute, (labels, upper, lower))
+        return _over_rows(candidate & (upper > bound), chunk_size, recompute,
+                          (labels, upper, lower))
 
-    def yinyang_step(state):
-        i, centroids, labels, upper, lower, previous_labels, _ = state
-        new_centroids = _update_centroids(
-            frames,
-            labels,
-            lambda: _own_squared_distances(frames, valid, centroids, labels),
-            centroids,
-        )
-        shift = jnp.sum((new_centroids - centroids) ** 2)
-        converged = jnp.all(labels == previous_labels) | (shift <= tolerance)
-        new_labels, upper, lower = reassign(centroids, new_centroids, labels, upper, lower)
-        return i + 1, new_centroids, new_labels, upper, lower, labels, converged
-
-    def keep_going(state):
-        i, *_, converged = state
-        return (i < n_iter) & ~converged
-
-    no_labels = jnp.full(frames.shape[:1], -1, jnp.int32)
-    initial = (jnp.int32(0), centroids, labels, upper, lower, no_labels, jnp.bool_(False))
-    n_done, centroids, labels, *_ = lax.while_loop(keep_going, yinyang_step, initial)
-    own = _own_squared_distances(frames, valid, centroids, labels)
-    return centroids, jnp.sum(jnp.maximum(own, 0)), n_done
+    return _lloyd_with_bounds(frames, valid, centroids, labels, upper, lower, reassign, n_iter,
+                              tolerance)
 
 
 @functools.partial(
