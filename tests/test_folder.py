@@ -157,7 +157,9 @@ def test_training_on_a_folder_without_a_split_column_is_one_command(tmp_path, ca
     # column, with the tiny variant's sizes: it builds the data set with a seeded split, opens
     # its three splits and builds the model, stopped before its initialisation (compiling it
     # takes 30 s here; from there on training is the same for every data set: test_train).
-    from tagjax import cli, configs, train, workdirs
+    from tiny_overrides import tiny_overrides
+
+    from tagjax import cli, train
 
     with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")) as f:
         [command] = [line.strip() for line in f
@@ -172,10 +174,8 @@ def test_training_on_a_folder_without_a_split_column_is_one_command(tmp_path, ca
     words = [word.replace("~/music", os.fspath(music)).replace("runs/my_music", str(workdir))
              for word in shlex.split(command)]
     assert words[:3] == ["python", "-m", "tagjax.train"]
-    full = workdirs.flatten(configs.get("cnn_lstm").to_dict())
-    tiny = workdirs.flatten(configs.get("cnn_lstm:tiny").to_dict())
-    sizes = [f"--config.{key}={value}" for key, value in tiny.items()
-             if value != full[key] and not key.startswith("dataset.")]
+    sizes = [f"--config.{key}={value}" for key, value in tiny_overrides("cnn_lstm").items()
+             if not key.startswith("dataset.")]
     monkeypatch.setattr(train, "initial_variables", _stop)
     with pytest.raises(_Stop):
         cli.train_main([*words[3:], *sizes, f"--config.dataset.data_dir={data_dir}",
