@@ -639,18 +639,19 @@ def _against_flax_conv(ours, theirs, x):
 @pytest.mark.parametrize("strides,padding",
                          [(1, "SAME"), (2, ((1, 1), (1, 1))), ((2, 1), "VALID")])
 def test_conv_is_flax_conv_with_its_gradient(strides, padding):
-    """`layers.Conv`: `flax.linen.Conv`'s parameters, values and input gradient exactly; the
-    kernel gradient (one matrix product per tap on the CPU) within two float32 summation orders
-    of XLA's."""
+    """`layers.Conv` on maps larger than `_SMALL_MAP_PIXELS`: `flax.linen.Conv`'s parameters,
+    values and input gradient exactly; the kernel gradient (one matrix product per tap on the
+    CPU) within two float32 summation orders of XLA's."""
     import flax.linen as nn
     from assertions import assert_within, gamma
 
-    from tagjax.models.layers import Conv
+    from tagjax.models.layers import _SMALL_MAP_PIXELS, Conv
 
-    x = np.random.default_rng(0).standard_normal((2, 11, 9, 3)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((2, 15, 13, 3)).astype(np.float32)
     ours = Conv(5, (3, 3), strides=strides, padding=padding)
     theirs = nn.Conv(5, (3, 3), strides=strides, padding=padding)
     _, out, weights, (got, got_x), (want, want_x) = _against_flax_conv(ours, theirs, x)
+    assert out.shape[1] * out.shape[2] > _SMALL_MAP_PIXELS
     np.testing.assert_array_equal(got_x, want_x)
     np.testing.assert_array_equal(got["params"]["bias"], want["params"]["bias"])
     # Each kernel entry sums input x output gradient over the output pixels: in float64, the
@@ -667,6 +668,52 @@ def test_conv_is_flax_conv_with_its_gradient(strides, padding):
     n_terms = out.shape[0] * out.shape[1] * out.shape[2]
     assert_within(got["params"]["kernel"], want["params"]["kernel"],
                   2 * gamma(n_terms) * kernel_magnitude)
+
+
+@pytest.mark.parametrize("strides,padding",
+                         [(1, "SAME"), (2, ((1, 1), (1, 1))), ((2, 1), "VALID"),
+                          (1, ((0, 2), (2, 1)))])
+def test_conv_of_small_maps_is_flax_conv_to_float32_rounding(strides, padding):
+    """`layers.Conv` on maps of at most `_SMALL_MAP_PIXELS` pixels, one product of the patches
+    on the CPU: `flax.linen.Conv`'s parameters, and its values and both gradients within two
+    float32 summation orders."""
+    import flax.linen as nn
+    from assertions import assert_within, gamma
+
+    from tagjax.models.layers import _SMALL_MAP_PIXELS, Conv
+
+    x = np.random.default_rng(0).standard_normal((2, 5, 4, 3)).astype(np.float32)
+    ours = Conv(5, (3, 3), strides=strides, padding=padding)
+    theirs = nn.Conv(5, (3, 3), strides=strides, padding=padding)
+    variables = ours.init(jax.random.key(1), x)
+    jax.tree.map(np.testing.assert_array_equal, variables, theirs.init(jax.random.key(1), x))
+    out = jax.eval_shape(ours.apply, variables, x)
+    assert out.shape[1] * out.shape[2] <= _SMALL_MAP_PIXELS
+    weights = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
+
+    def value_and_gradients(module, variables, x, weights):
+        y, vjp = jax.vjp(module.apply, variables, x)
+        return y, *vjp(weights)
+
+    got, got_grad, got_x = jit(value_and_gradients, static_argnums=0)(ours, variables, x,
+                                                                      weights)
+    want, want_grad, want_x = jit(value_and_gradients, static_argnums=0)(theirs, variables, x,
+                                                                         weights)
+    np.testing.assert_array_equal(got_grad["params"]["bias"], want_grad["params"]["bias"])
+    # Every value and gradient entry is a sum of products; its bound is gamma of the number of
+    # terms times the sum of their magnitudes, which is the same convolution (and gradients) in
+    # float64 of |x|, |kernel| and |weights|.
+    with jax.enable_x64(True):
+        magnitudes = {"params": {"kernel": np.abs(variables["params"]["kernel"]).astype(np.float64),
+                                 "bias": np.zeros(5)}}
+        out_magnitude, kernel_magnitude, x_magnitude = jax.tree.map(np.asarray, value_and_gradients(
+            theirs, magnitudes, np.abs(x).astype(np.float64), np.abs(weights).astype(np.float64)))
+    assert out_magnitude.dtype == np.float64
+    assert_within(got, want, 2 * gamma(9 * x.shape[-1]) * out_magnitude)
+    assert_within(got_x, want_x, 2 * gamma(9 * out.shape[-1]) * x_magnitude)
+    n_pixels = out.shape[0] * out.shape[1] * out.shape[2]
+    assert_within(got_grad["params"]["kernel"], want_grad["params"]["kernel"],
+                  2 * gamma(n_pixels) * kernel_magnitude["params"]["kernel"])
 
 
 @pytest.mark.parametrize("kernel_size,padding", [((3, 5), ((1, 1), (0, 0))), ((7, 1), "SAME"),
