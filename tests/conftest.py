@@ -1,3 +1,4 @@
+import getpass
 import os
 import sys
 import tempfile
@@ -14,6 +15,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="tagjax-jax-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+# librosa compiles some numba kernels as it is imported and caches them (cache=True) beside its
+# sources. xdist workers, importing it together on a fresh install, wrote the same entries at
+# once and left one that crashed every later load (a segfault in librosa.yin's localmin), so
+# each worker keeps its own numba cache, kept between runs.
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["NUMBA_CACHE_DIR"] = os.path.join(
+        os.environ.get("NUMBA_CACHE_DIR",
+                       os.path.join(tempfile.gettempdir(), f"tagjax-numba-{getpass.getuser()}")),
+        worker)
 
 sys.path.insert(0, os.path.dirname(__file__))
 
