@@ -4,8 +4,12 @@
     python benchmarks/features.py --breakdown     # also: where the time goes, stage by stage
                                                   # (tagjax's and librosa's)
 
-Each repeat runs every candidate once, in turn, so that a busy machine slows all of them alike;
-the table gives medians over repeats and the median of the per-repeat speed-ups over librosa.
+Each repeat gives every candidate a turn, in rotating order, so that a busy machine slows all of
+them alike; the table gives medians over repeats and the median of the per-repeat speed-ups over
+librosa. A turn is `--calls-per-turn` calls back to back (default 3): the first right after
+another candidate's turn, which on a machine whose cores idled meanwhile pays for waking a
+multithreaded runtime's threads (tagjax's XLA: about 45 against 60 ms after a 0.3 s sleep on
+a 2-core VM), the later ones in steady state, as over a data set. Both are reported.
 librosa runs twice per repeat: as installed (NumPy's BLAS with its default threads, which spin
 and suffer badly when other processes load the machine) and with BLAS limited to one thread
 (threadpoolctl); the speed-up is taken against the faster of the two in each repeat.
@@ -60,17 +64,20 @@ def first_call_seconds(fn, x) -> float:
     return time.perf_counter() - start
 
 
-def interleaved_timings(candidates: dict, repeats: int) -> dict[str, list[float]]:
-    """Seconds per call for each candidate, running each once per repeat in rotating order."""
+def interleaved_timings(candidates: dict, repeats: int,
+                        calls_per_turn: int = 1) -> dict[str, np.ndarray]:
+    """Seconds per call, `(repeats, calls_per_turn)` for each candidate: each repeat runs every
+    candidate's turn of `calls_per_turn` calls back to back, the candidates in rotating order."""
     names = list(candidates)
-    times = {name: [] for name in names}
+    times = {name: np.zeros((repeats, calls_per_turn)) for name in names}
     for repeat in range(repeats):
         order = names[repeat % len(names):] + names[: repeat % len(names)]
         for name in order:
             fn, x = candidates[name]
-            start = time.perf_counter()
-            block(fn(x))
-            times[name].append(time.perf_counter() - start)
+            for call in range(calls_per_turn):
+                start = time.perf_counter()
+                block(fn(x))
+                times[name][repeat, call] = time.perf_counter() - start
     return times
 
 
@@ -165,9 +172,13 @@ def main():
     parser.add_argument("--n-mels", dest="n_mels", type=int, default=96)
     parser.add_argument("--n-mfcc", dest="n_mfcc", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--calls-per-turn", dest="calls_per_turn", type=int, default=3,
+                        help="calls of a candidate back to back in each repeat (>= 1)")
     parser.add_argument("--breakdown", action="store_true", help="time tagjax stage by stage")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results path")
     cfg = parser.parse_args()
+    if cfg.calls_per_turn < 1 or cfg.repeats < 1:
+        parser.error("--calls-per-turn and --repeats must be at least 1")
 
     batch = make_batch(cfg.batch, cfg.seconds, cfg.sr)
     x = jax.device_put(jnp.asarray(batch))
@@ -200,35 +211,53 @@ def main():
     }
     for fn, arg in candidates.values():  # warm-up (librosa's caches, allocators)
         block(fn(arg))
-    times = interleaved_timings(candidates, cfg.repeats)
-    speedups = {
-        kind: float(np.median(np.divide(
-            np.minimum(times[f"librosa {kind}"], times[f"librosa {kind} 1t"]),
-            times[f"tagjax {kind}"])))
-        for kind in ("log-mel", "mfcc")}
+    times = interleaved_timings(candidates, cfg.repeats, cfg.calls_per_turn)
+    # Per repeat: the turn's first call, and the median of its later calls (steady state).
+    first = {name: values[:, 0] for name, values in times.items()}
+    steady = ({name: np.median(values[:, 1:], axis=1) for name, values in times.items()}
+              if cfg.calls_per_turn > 1 else None)
+
+    def speedups_over_librosa(per_repeat):
+        return {kind: float(np.median(np.divide(
+            np.minimum(per_repeat[f"librosa {kind}"], per_repeat[f"librosa {kind} 1t"]),
+            per_repeat[f"tagjax {kind}"])))
+            for kind in ("log-mel", "mfcc")}
+
+    speedups = speedups_over_librosa(first)
+    steady_speedups = speedups_over_librosa(steady) if steady else None
 
     clip_seconds = cfg.batch * cfg.seconds
     rows = []
     print(f"\n{cfg.batch} clips x {cfg.seconds} s at {cfg.sr} Hz, n_fft {cfg.n_fft}, hop "
           f"{cfg.hop_length}, {cfg.n_mels} mels, {cfg.n_mfcc} MFCC; device {jax.devices()[0]}; "
-          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}\n")
-    print(f"{'candidate':20s} {'median ms':>10s} {'min ms':>8s} {'audio s/s':>10s} "
-          f"{'compile s':>10s} {'x librosa':>10s}")
+          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}; {cfg.repeats} repeats "
+          f"of {cfg.calls_per_turn} calls a turn\n")
+    print(f"{'candidate':20s} {'first ms':>9s} {'min ms':>8s} {'later ms':>9s} "
+          f"{'audio s/s':>10s} {'compile s':>10s} {'x librosa':>10s} {'later x':>8s}")
     for name, values in times.items():
-        median = float(np.median(values))
+        median = float(np.median(first[name]))
+        steady_median = float(np.median(steady[name])) if steady else None
         kind = name.split()[1]
-        speedup = speedups[kind] if name.startswith("tagjax") else None
-        row = dict(candidate=name, median_ms=1e3 * median, min_ms=1e3 * float(np.min(values)),
-                   audio_seconds_per_second=clip_seconds / median,
-                   compile_s=compile_s.get(name), speedup_vs_librosa=speedup,
-                   all_ms=[1e3 * v for v in values])
+        tagjax = name.startswith("tagjax")
+        row = dict(candidate=name, median_ms=1e3 * median, min_ms=1e3 * float(values.min()),
+                   steady_median_ms=None if steady_median is None else 1e3 * steady_median,
+                   audio_seconds_per_second=clip_seconds / (steady_median or median),
+                   compile_s=compile_s.get(name),
+                   speedup_vs_librosa=speedups[kind] if tagjax else None,
+                   steady_speedup_vs_librosa=(steady_speedups[kind] if tagjax and steady_speedups
+                                              else None),
+                   all_ms=(1e3 * values).tolist())
         rows.append(row)
-        compile_text = f"{row['compile_s']:10.2f}" if row["compile_s"] is not None else " " * 10
-        speedup_text = f"{speedup:10.2f}" if speedup is not None else ""
-        print(f"{name:20s} {row['median_ms']:10.1f} {row['min_ms']:8.1f} "
-              f"{row['audio_seconds_per_second']:10.0f} {compile_text} {speedup_text}")
-    print("\n1t: librosa with NumPy's BLAS limited to one thread. x librosa: median over repeats "
-          "of (faster librosa run) / (tagjax run).")
+        def cell(value, width, digits):
+            return f"{value:{width}.{digits}f}" if value is not None else " " * width
+        print(f"{name:20s} {row['median_ms']:9.1f} {row['min_ms']:8.1f} "
+              f"{cell(row['steady_median_ms'], 9, 1)} {row['audio_seconds_per_second']:10.0f} "
+              f"{cell(row['compile_s'], 10, 2)} {cell(row['speedup_vs_librosa'], 10, 2)} "
+              f"{cell(row['steady_speedup_vs_librosa'], 8, 2)}")
+    print("\n1t: librosa with NumPy's BLAS limited to one thread. first: each turn's first call; "
+          "later: the median of its later calls. x librosa: median over repeats of (faster "
+          "librosa run) / (tagjax run), first calls; later x: the same of the later calls. "
+          "audio s/s: from the later calls where there are any.")
     print(f"\nparity with librosa (float64) on this batch: log-mel max |error| "
           f"{parity['log_mel_max_abs_db']:.2e} dB, MFCC max |error| / peak "
           f"{parity['mfcc_max_abs_over_peak']:.2e}")
@@ -238,7 +267,8 @@ def main():
         stages = stage_functions(cfg)
         for fn in stages.values():
             block(fn(x))
-        stage_times = interleaved_timings({k: (fn, x) for k, fn in stages.items()}, cfg.repeats)
+        stage_times = interleaved_timings({k: (fn, x) for k, fn in stages.items()}, cfg.repeats,
+                                          cfg.calls_per_turn)
         breakdown, previous = [], 0.0
         print("\nwhere tagjax's log-mel time goes (pipeline cut after each stage, medians):")
         for name, values in stage_times.items():
@@ -249,7 +279,7 @@ def main():
             previous = cumulative
         librosa_stages = librosa_stage_functions(cfg)
         librosa_times = interleaved_timings({k: (fn, batch) for k, fn in librosa_stages.items()},
-                                            cfg.repeats)
+                                            cfg.repeats, cfg.calls_per_turn)
         previous = 0.0
         print("\nlibrosa's log-mel, the same cuts (BLAS one thread, medians):")
         for name, values in librosa_times.items():
@@ -262,13 +292,14 @@ def main():
     result = dict(
         config=dict(batch=cfg.batch, seconds=cfg.seconds, sr=cfg.sr, n_fft=cfg.n_fft,
                     hop_length=cfg.hop_length, n_mels=cfg.n_mels, n_mfcc=cfg.n_mfcc,
-                    repeats=cfg.repeats),
+                    repeats=cfg.repeats, calls_per_turn=cfg.calls_per_turn),
         environment=dict(device=str(jax.devices()[0]), jax=jax.__version__,
                          librosa=librosa.__version__, numpy=np.__version__,
                          python=platform.python_version(), cpus=os.cpu_count(),
                          load_average=os.getloadavg()[0],
                          glibc_tunables=os.environ.get("GLIBC_TUNABLES", "")),
-        results=rows, speedup_vs_librosa=speedups, parity=parity, breakdown=breakdown)
+        results=rows, speedup_vs_librosa=speedups, steady_speedup_vs_librosa=steady_speedups,
+        parity=parity, breakdown=breakdown)
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     cfg.out.write_text(json.dumps(result, indent=2))
     print(f"\nwrote {cfg.out}")
