@@ -81,6 +81,11 @@ def interleaved_timings(candidates: dict, repeats: int,
     return times
 
 
+def cell(value, width: int, digits: int) -> str:
+    """A table cell: `value` to `digits` decimals, or blank."""
+    return f"{value:{width}.{digits}f}" if value is not None else " " * width
+
+
 def librosa_log_mel(batch, cfg):
     return np.stack([librosa.power_to_db(librosa.feature.melspectrogram(
         y=clip, sr=cfg.sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels)).T
@@ -248,8 +253,6 @@ def main():
                                               else None),
                    all_ms=(1e3 * values).tolist())
         rows.append(row)
-        def cell(value, width, digits):
-            return f"{value:{width}.{digits}f}" if value is not None else " " * width
         print(f"{name:20s} {row['median_ms']:9.1f} {row['min_ms']:8.1f} "
               f"{cell(row['steady_median_ms'], 9, 1)} {row['audio_seconds_per_second']:10.0f} "
               f"{cell(row['compile_s'], 10, 2)} {cell(row['speedup_vs_librosa'], 10, 2)} "
