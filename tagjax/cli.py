@@ -19,6 +19,14 @@ from tagjax import workdirs
 from tagjax.usage import UsageError, did_you_mean
 
 USAGE_ERROR = 2  # argparse's exit status for a mistake on the command line
+SKIPPED_FILES = 1  # the work was done, but the data set left some of its files out
+
+
+def skipped_files_notice(skipped: Sequence[dict], listing: str) -> str:
+    """One line telling that the data set left `skipped` files out, and where they are listed
+    with the reason (`listing`, its `metadata.json`)."""
+    return (f"note: the data set left out {len(skipped)} file(s) it could not use; {listing} "
+            "lists them with the reason")
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
@@ -206,11 +214,15 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         if config.multihost:
             jax.distributed.initialize()
         if retest:
-            train.retest(config, workdir)
+            report = train.retest(config, workdir)
             print(f"wrote {plan.results_path}")
         else:
-            train.train_and_evaluate(config, workdir)
+            report = train.train_and_evaluate(config, workdir)
             print(written_summary(workdir))
+    if report.get("skipped_files"):  # as `python -m tagjax.prepare` answers for the data set
+        print(skipped_files_notice(report["skipped_files"], report["skipped_files_listed_in"]),
+              file=sys.stderr)
+        return SKIPPED_FILES
     return 0
 
 

@@ -14,8 +14,9 @@ import sys
 from collections.abc import Sequence
 
 from tagjax import cli
+from tagjax.data import decode_pool
 
-SKIPPED_FILES = 1
+SKIPPED_FILES = cli.SKIPPED_FILES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,10 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{builder.info.full_name} in {builder.data_dir}")
     for split, info in sorted(builder.info.splits.items()):
         print(f"  {split}: {info.num_examples} examples")
-    skipped = builder.info.metadata.get("skipped", [])
+    skipped, listing = decode_pool.skipped_files(builder.info)
     if skipped:
-        print(f"{len(skipped)} file(s) skipped, listed with the reason in "
-              f"{os.path.join(builder.data_dir, 'metadata.json')}:", file=sys.stderr)
+        print(f"{len(skipped)} file(s) skipped, listed with the reason in {listing}:",
+              file=sys.stderr)
         for record in skipped[:10]:
             print(f"  {record['split']}: {record['path']}: {record['reason']}", file=sys.stderr)
         if len(skipped) > 10:

@@ -38,6 +38,7 @@ from jax.sharding import PartitionSpec as P
 from tagjax import checkpointing, frozen_frontend, metrics, rundir, workdirs
 from tagjax import data as tj_data
 from tagjax import models as tj_models
+from tagjax.data import decode_pool
 from tagjax.features import kmeans_fit, pca_fit, pca_transform
 
 
@@ -88,6 +89,14 @@ def _sources(config: ml_collections.ConfigDict, splits=("train", "valid", "test"
                           f"{rate} Hz audio: leave sample_rate at the data set's {rate} (its "
                           f"builder resamples every file to it)")
     return sources, list(tags)
+
+
+def _skipped_files_record(sources: dict[str, Any]) -> dict:
+    """For a report: `skipped_files`, the files the data set left out when it was built
+    (`{"split", "key", "path", "reason"}`, every split's), and `skipped_files_listed_in`, the
+    `metadata.json` that lists them."""
+    skipped, listing = decode_pool.skipped_files(next(iter(sources.values())).dataset_info)
+    return {"skipped_files": skipped, "skipped_files_listed_in": listing}
 
 
 def _dataset_record(config, sources: dict[str, Any]) -> dict:
@@ -684,6 +693,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         report.update({"config": config.name, "best_step": meta["best_step"],
                        "best_valid_roc_auc": meta["best_valid_roc_auc"], "steps": step,
                        "train_seconds": round(train_seconds, 1)})
+        report.update(_skipped_files_record(sources))
         if is_main:
             with open(os.path.join(workdir, "results.json"), "w") as f:
                 json.dump(report, f, indent=2)
@@ -735,6 +745,7 @@ def retest(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                       "best_valid_roc_auc", "steps")
                    if key in plan.results})
     report["dataset"] = {"name": config.dataset.name, "config": config.dataset.config}
+    report.update(_skipped_files_record(sources))
     if jax.process_index() == 0:
         with open(plan.results_path, "w") as f:
             json.dump(report, f, indent=2)

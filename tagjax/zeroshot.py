@@ -22,6 +22,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tagjax import cli
+from tagjax.data import decode_pool
+
 # A data set's tag -> the model tags that mean it, used where the model lacks the tag's own
 # name; the tag's score is the largest of their probabilities. MagnaTagATune and the Million
 # Song Dataset spell some tags in several ways (its annotators' words, Last.fm's).
@@ -110,7 +113,9 @@ def zero_shot(model_name: str, dataset: str, split: str, *, dataset_config: str 
       source_kwargs: passed to `tj.data.get_source` (`data_dir`, `manual_dir`, ...).
 
     Returns:
-      `zero_shot_report`'s, plus `dataset` and `split`.
+      `zero_shot_report`'s, plus `dataset`, `split`, `skipped_files` (the files the data set
+      left out when it was built, every split's) and `skipped_files_listed_in` (its
+      `metadata.json`).
     """
     import tagjax as tj
 
@@ -119,7 +124,9 @@ def zero_shot(model_name: str, dataset: str, split: str, *, dataset_config: str 
         kwargs["config"] = dataset_config
     source, tags = tj.data.get_source(dataset, split, **kwargs)
     report = zero_shot_report(model_name, source, tags, batch_size=batch_size, progress=progress)
-    report.update(dataset=dataset, split=split)
+    skipped, listing = decode_pool.skipped_files(source.dataset_info)
+    report.update(dataset=dataset, split=split, skipped_files=skipped,
+                  skipped_files_listed_in=listing)
     return report
 
 
@@ -194,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=2)
+    if report["skipped_files"]:  # as `python -m tagjax.prepare` answers for the same data set
+        print(cli.skipped_files_notice(report["skipped_files"], report["skipped_files_listed_in"]),
+              file=sys.stderr)
+        return cli.SKIPPED_FILES
     return 0
 
 

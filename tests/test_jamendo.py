@@ -202,6 +202,46 @@ def test_training_config_names_the_subset(top50, manual_dir, data_dir):
         split: len(_expected("top50", 0, split)) for split in ("train", "valid", "test")}
 
 
+def test_train_and_zeroshot_end_saying_what_the_data_set_left_out(top50, manual_dir, data_dir,
+                                                                  tmp_path, capsys, monkeypatch):
+    # As `prepare` answers: the work done, one line saying how many files the data set left out
+    # and where they are listed, and exit status 1; the reports list the files.
+    from tagjax import cli, configs, train, zeroshot
+
+    listing = os.path.join(top50.data_dir, "metadata.json")
+    with open(listing) as f:
+        expected = json.load(f)["skipped"]
+    assert {record["key"] for record in expected} == {"track_1092310", "track_0087483"}
+    notice = (f"note: the data set left out 2 file(s) it could not use; {listing} lists them "
+              "with the reason")
+    config = configs.get("cnn_lstm", "tiny")
+    config.dataset.data_dir = str(data_dir)
+    config.dataset.name, config.dataset.config = "jamendo", "top50"
+    config.dataset.manual_dir = str(manual_dir)
+    sources, _ = train._sources(config)
+    assert train._skipped_files_record(sources) == {"skipped_files": expected,
+                                                    "skipped_files_listed_in": listing}
+
+    # The commands, without their minutes of training and compiling.
+    monkeypatch.setattr(train, "train_and_evaluate", lambda config, workdir: (
+        train._skipped_files_record(train._sources(config)[0])))
+    code = cli.train_main(["--config", "cnn_lstm:tiny", "--workdir", str(tmp_path / "run"),
+                           "--config.dataset.name=jamendo", "--config.dataset.config=top50",
+                           f"--config.dataset.manual_dir={manual_dir}",
+                           f"--config.dataset.data_dir={data_dir}"])
+    assert code == cli.SKIPPED_FILES == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == notice
+    monkeypatch.setattr(zeroshot, "zero_shot_report", lambda model, source, tags, **_: {})
+    monkeypatch.setattr(zeroshot, "format_report", lambda report: "the report")
+    out = tmp_path / "zeroshot.json"
+    code = zeroshot.main(["--dataset", "jamendo", "--dataset-config", "top50", "--manual-dir",
+                          str(manual_dir), "--data-dir", str(data_dir), "--out", str(out)])
+    assert code == cli.SKIPPED_FILES
+    assert capsys.readouterr().err.strip().splitlines()[-1] == notice
+    with open(out) as f:
+        assert json.load(f)["skipped_files"] == expected
+
+
 @pytest.mark.parametrize("name", ["top51", "top50-split5", "genre-0s", "top50-30"])
 def test_unknown_configs_are_refused_with_the_naming_rule(name, tmp_path):
     with pytest.raises(ValueError, match=r"no config .*<subset>\[-split<N>\]"):

@@ -244,6 +244,14 @@ def report_skipped(
     )
 
 
+def skipped_files(info) -> tuple[list[dict], str]:
+    """What `report_skipped` listed for a built data set (TFDS `DatasetInfo` `info`): the
+    skipped files' records `{"split", "key", "path", "reason"}`, every split's, and the path of
+    the `metadata.json` holding them."""
+    return (list((info.metadata or {}).get("skipped", [])),
+            os.path.join(info.data_dir, "metadata.json"))
+
+
 def report_rescaled(
     metadata: dict, split: str, rescaled: Sequence[Rescaled], logger: logging.Logger
 ) -> None:
