@@ -149,6 +149,7 @@ def run_experiments(out: str, configs: list[str], overrides: list[str]) -> dict:
             sources, tags = train._sources(config, splits=("test",))
             report = zeroshot.zero_shot_report(ZEROSHOT_MODEL, sources["test"], tags)
             report.update(dataset=config.dataset.name, split="test")
+            report.update(train._skipped_files_record(sources))
             report["test_seconds"] = time.perf_counter() - start
             os.makedirs(workdir, exist_ok=True)
             with open(results_path, "w") as f:
@@ -286,7 +287,7 @@ def bar_chart(reports: dict, baseline: dict | None, path: str, other: dict | Non
     plt.close(fig)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join("runs", "experiments"))
     parser.add_argument("--configs", default=",".join(CONFIGS))
@@ -319,10 +320,17 @@ def main(argv=None) -> None:
     bar_chart(reports, baseline, os.path.join(args.out, "experiments.png"), other)
     print(table)
     print(f"wrote {args.out}/experiments.md and {args.out}/experiments.png")
+    # As `python -m tagjax.prepare` answers for the data set the rows read.
+    if skipped := next((report for report in reports.values() if report.get("skipped_files")),
+                       None):
+        print(cli.skipped_files_notice(skipped["skipped_files"],
+                                       skipped["skipped_files_listed_in"]), file=sys.stderr)
+        return cli.SKIPPED_FILES
+    return 0
 
 
 if __name__ == "__main__":
     from tagjax import cli
 
     with cli.errors_in_one_line():
-        main()
+        raise SystemExit(main())

@@ -428,12 +428,13 @@ def test_experiments_train_and_score_zero_shot_on_the_subsets_tags_track_by_trac
     # this process: worker processes take seconds to start). mfcc_bof compiles fastest of the
     # tiny configs (no LSTM; its k-means is compiled by test_train's run too).
     out, row = tmp_path / "experiments", "mfcc_bof"
-    experiments.main(
+    code = experiments.main(
         ["--out", str(out), "--configs", f"zeroshot,{row}", "--baseline", str(tmp_path / "no"),
          *as_set_arguments(tiny_overrides(row)), "--set", "num_epochs=1",
          "--config.dataset.name=jamendo", "--config.dataset.config=top50-split2",
          f"--config.dataset.manual_dir={manual_dir}", f"--config.dataset.data_dir={data_dir}",
          "--config.dataset.builder_kwargs={'decode_workers': 0}"])
+    assert code == 1  # the tree's corrupt and missing tracks, as prepare answers
 
     source, tags = get_source("jamendo", "test", config="top50-split2", data_dir=data_dir)
     ids = [source[i]["id"].decode() for i in range(len(source))]
@@ -466,6 +467,9 @@ def test_experiments_train_and_score_zero_shot_on_the_subsets_tags_track_by_trac
     # Zero-shot: the tags the published model predicts, scored where the test split has both
     # classes; the others are listed as not predicted.
     zero_shot = json.loads((out / "zeroshot" / "results.json").read_text())
+    assert zero_shot["skipped_files"] == report["skipped_files"]
+    assert {record["key"] for record in report["skipped_files"]} == {"track_1092310",
+                                                                     "track_0087483"}
     assert zero_shot["mapping"] == TOP50_IN_MUSICNN_MTT
     assert zero_shot["unmatched"] == [tag for tag in tags if tag not in TOP50_IN_MUSICNN_MTT]
     assert zero_shot["num_examples"] == len(ids)
