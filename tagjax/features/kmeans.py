@@ -374,6 +374,18 @@ def _over_rows(selected, block_size, update, carry):
     return lax.fori_loop(0, n_blocks, step, carry)
 
 
+def _reassign_rows(selected, block_size, nearest, labels, upper, lower):
+    """`(labels, upper, lower)` with the `selected` rows' entries replaced by `nearest(rows)`
+    -> `(labels, upper, lower)` of those rows, computed `block_size` rows at a time
+    (`_over_rows`)."""
+
+    def update(block_rows, gathered, carry):
+        return tuple(array.at[block_rows].set(block, mode="drop")
+                     for array, block in zip(carry, nearest(gathered), strict=True))
+
+    return _over_rows(selected, block_size, update, (labels, upper, lower))
+
+
 def _lloyd_with_bounds(frames, valid, centroids, labels, upper, lower, reassign, n_iter,
                        tolerance):
     """Lloyd's iterations from the labels of `centroids`, each reassigning the frames with
@@ -441,19 +453,13 @@ def _hamerly(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
         upper = jnp.where(candidate, exact * (1 + _DIRECT_SLACK), upper)
         frame_slack = _slack(x_sq, new_centroids)
 
-        def recompute(block_rows, gathered, carry):
-            labels, upper, lower = carry
+        def nearest(gathered):
             block_labels, best, second = _two_nearest(frames[gathered], new_centroids)
-            block_upper, block_lower = bounds_from_scores(
-                x_sq[gathered], best, second, frame_slack[gathered]
-            )
-            labels = labels.at[block_rows].set(block_labels, mode="drop")
-            upper = upper.at[block_rows].set(block_upper, mode="drop")
-            lower = lower.at[block_rows].set(block_lower, mode="drop")
-            return labels, upper, lower
+            return block_labels, *bounds_from_scores(x_sq[gathered], best, second,
+                                                     frame_slack[gathered])
 
-        return _over_rows(candidate & (upper > bound), chunk_size, recompute,
-                          (labels, upper, lower))
+        return _reassign_rows(candidate & (upper > bound), chunk_size, nearest,
+                              labels, upper, lower)
 
     return _lloyd_with_bounds(frames, valid, centroids, labels, upper, lower, reassign, n_iter,
                               tolerance)
@@ -566,22 +572,12 @@ def _yinyang(frames, blocks, valid, x_sq, centroids, k, n_iter, tolerance):
         grouped_centroids, grouped_sq = grouped(new_centroids)
         frame_slack = _slack(x_sq, new_centroids)
 
-        def recompute(block_rows, gathered, carry):
-            labels, upper, lower = carry
-            block_labels, block_upper, block_lower = nearest_and_group_bounds(
-                frames[gathered],
-                grouped_centroids,
-                grouped_sq,
-                x_sq[gathered],
-                frame_slack[gathered],
-            )
-            labels = labels.at[block_rows].set(block_labels, mode="drop")
-            upper = upper.at[block_rows].set(block_upper, mode="drop")
-            lower = lower.at[block_rows].set(block_lower, mode="drop")
-            return labels, upper, lower
+        def nearest(gathered):
+            return nearest_and_group_bounds(frames[gathered], grouped_centroids, grouped_sq,
+                                            x_sq[gathered], frame_slack[gathered])
 
-        return _over_rows(candidate & (upper > bound), chunk_size, recompute,
-                          (labels, upper, lower))
+        return _reassign_rows(candidate & (upper > bound), chunk_size, nearest,
+                              labels, upper, lower)
 
     return _lloyd_with_bounds(frames, valid, centroids, labels, upper, lower, reassign, n_iter,
                               tolerance)
