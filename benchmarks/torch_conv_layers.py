@@ -1,0 +1,211 @@
+"""Every convolution of a config's training step, forward and both gradients, in tagjax and in
+PyTorch at the same shapes: how much of the step's gap to PyTorch its convolution kernels are.
+
+    pip install -e ".[bench-torch]" --extra-index-url https://download.pytorch.org/whl/cpu
+    python benchmarks/torch_conv_layers.py [--configs cnn_lstm,short_res] [--batch 16]
+        [--rounds 5] [--calls-per-round 3] [--threads 2] [--out PATH.json]
+
+The layers are those of `torch_peer.py`'s networks (the same as tagjax's, layer for layer),
+found by running the PyTorch network once on a batch of the config's crops and recording each
+`nn.Conv2d`'s input. For each layer three passes are timed, each as the training step computes
+it:
+
+- tagjax: the function the model calls (`layers.single_channel_conv` for the one-channel first
+  layer of Choi's CNNs, `layers.conv` otherwise: on the CPU a product of patches for small
+  maps and per-tap kernel gradients), jitted alone, NHWC; the input gradient and the kernel
+  gradient as the VJP with respect to one argument (XLA removes the other half);
+- PyTorch: `F.conv2d` and `aten.convolution_backward` with one output each, NCHW as the peer
+  network runs them (oneDNN's kernels; `torch.compile` calls the same ones for convolutions).
+
+Rounds alternate the two libraries (the order swapping from round to round) so that a shared
+machine slows both alike; medians over all calls. The table's totals add the layers' medians:
+set beside the two steps' times (`torch_peer.py`), they say how much of the difference is
+convolution arithmetic and how much the rest of the step.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_peer import NUM_TAGS, TorchChoiCNN, torch_model
+
+from tagjax import configs, huge_pages, train
+from tagjax.models import layers
+
+CONFIGS = ("cnn_lstm", "short_res")
+PASSES = ("forward", "input gradient", "kernel gradient")
+DEFAULT_OUT = Path(__file__).parent / "results" / "torch_conv_layers.json"
+
+
+def conv_layers(name: str, batch: int) -> list[dict]:
+    """`[{name, input (N, C, H, W), features, kernel, stride, padding, single_channel}]`, every
+    convolution of config `name`'s network in the order the forward pass runs them."""
+    config = configs.get(name)
+    model = train.tj_models.build(train._model_config(config, NUM_TAGS))
+    net = torch_model(model).eval()
+    names = {module: qualified for qualified, module in net.named_modules()}
+    found = []
+
+    def record(module, inputs, output):
+        found.append(dict(name=names[module], input=tuple(inputs[0].shape),
+                          features=module.out_channels, kernel=tuple(module.kernel_size),
+                          stride=tuple(module.stride), padding=tuple(module.padding),
+                          # Choi's CNNs give their one-channel first layer its own gradient.
+                          single_channel=(isinstance(net.frontend, TorchChoiCNN)
+                                          and module.in_channels == 1)))
+
+    hooks = [module.register_forward_hook(record) for module in net.modules()
+             if isinstance(module, nn.Conv2d)]
+    audio = torch.zeros(batch, train._crop_samples(config))
+    with torch.no_grad():
+        net(audio)
+    for hook in hooks:
+        hook.remove()
+    return found
+
+
+def gflop(layer: dict) -> float:
+    """Multiply-adds x 2 of one pass (each pass of a convolution does the same products)."""
+    n, c, h, w = layer["input"]
+    (kh, kw), (sh, sw), (ph, pw) = layer["kernel"], layer["stride"], layer["padding"]
+    h_out, w_out = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    return 2 * n * h_out * w_out * layer["features"] * c * kh * kw / 1e9
+
+
+def tagjax_passes(layer: dict, rng) -> dict:
+    """`{pass: () -> None}`, each a compiled tagjax program on the layer's arrays."""
+    n, c, h, w = layer["input"]
+    (kh, kw), stride = layer["kernel"], layer["stride"]
+    padding = tuple((p, p) for p in layer["padding"])
+    if layer["single_channel"]:
+        def conv(x, k):
+            return layers.single_channel_conv(x, k, padding)
+    else:
+        def conv(x, k):
+            return layers.conv(x, k, stride, padding)
+    x = jnp.asarray(rng.standard_normal((n, h, w, c)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((kh, kw, c, layer["features"])) / np.sqrt(kh * kw * c),
+                    jnp.float32)
+    g = jnp.asarray(rng.standard_normal(jax.eval_shape(conv, x, k).shape), jnp.float32)
+    programs = {
+        "forward": (jax.jit(conv), (x, k)),
+        "input gradient": (jax.jit(lambda x, k, g: jax.vjp(lambda x: conv(x, k), x)[1](g)[0]),
+                           (x, k, g)),
+        "kernel gradient": (jax.jit(lambda x, k, g: jax.vjp(lambda k: conv(x, k), k)[1](g)[0]),
+                            (x, k, g)),
+    }
+    calls = {}
+    for key, (program, arguments) in programs.items():
+        compiled = program.lower(*arguments).compile()
+        calls[key] = lambda compiled=compiled, arguments=arguments: jax.block_until_ready(
+            compiled(*arguments))
+    return calls
+
+
+def torch_passes(layer: dict, rng) -> dict:
+    """`{pass: () -> None}`, each the ATen operator the PyTorch step calls, on NCHW arrays."""
+    n, c, h, w = layer["input"]
+    (kh, kw), stride, padding = layer["kernel"], layer["stride"], layer["padding"]
+    x = torch.from_numpy(rng.standard_normal((n, c, h, w)).astype(np.float32))
+    k = torch.from_numpy((rng.standard_normal((layer["features"], c, kh, kw))
+                          / np.sqrt(kh * kw * c)).astype(np.float32))
+    with torch.no_grad():
+        g = torch.randn_like(F.conv2d(x, k, None, stride, padding))
+
+    def backward(mask):
+        return torch.ops.aten.convolution_backward(g, x, k, None, stride, padding, (1, 1), False,
+                                                   (0, 0), 1, mask)
+
+    return {"forward": lambda: F.conv2d(x, k, None, stride, padding),
+            "input gradient": lambda: backward((True, False, False)),
+            "kernel gradient": lambda: backward((False, True, False))}
+
+
+def time_layer(layer: dict, rounds: int, calls_per_round: int) -> dict:
+    """`{library: {pass: median ms}}` over alternating rounds."""
+    rng = np.random.default_rng(0)
+    candidates = {"tagjax": tagjax_passes(layer, rng), "torch": torch_passes(layer, rng)}
+    times = {library: {key: [] for key in PASSES} for library in candidates}
+    with torch.no_grad():
+        for library in candidates:  # warm-up: oneDNN builds its kernels on the first call
+            for call in candidates[library].values():
+                call()
+        for round_index in range(rounds):
+            order = list(candidates)[::-1 if round_index % 2 else 1]
+            for key in PASSES:
+                for library in order:
+                    for _ in range(calls_per_round):
+                        start = time.perf_counter()
+                        candidates[library][key]()
+                        times[library][key].append(1e3 * (time.perf_counter() - start))
+    return {library: {key: statistics.median(values) for key, values in passes.items()}
+            for library, passes in times.items()}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls-per-round", dest="calls_per_round", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    results = []
+    print(f"convolutions of the training step, batch {args.batch}, median ms of "
+          f"{args.rounds * args.calls_per_round} calls ({args.rounds} alternating rounds); "
+          f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
+    header = "".join(f"{key:>26}" for key in PASSES)
+    for name in args.configs.split(","):
+        print(f"\n{name}\n{'layer':<26} {'input (N, C, H, W)':<20} {'out':>4} {'str':>3} "
+              f"{'GFLOP':>6}{header}")
+        print(f"{'':<62}" + "     tagjax  torch  ratio" * len(PASSES))
+        totals = {library: dict.fromkeys(PASSES, 0.0) for library in ("tagjax", "torch")}
+        for layer in conv_layers(name, args.batch):
+            ms = time_layer(layer, args.rounds, args.calls_per_round)
+            results.append(dict(config=name, **layer, gflop=gflop(layer), ms=ms))
+            cells = "".join(f"{ms['tagjax'][key]:11.1f}{ms['torch'][key]:7.1f}"
+                            f"{ms['torch'][key] / ms['tagjax'][key]:6.2f}x" for key in PASSES)
+            print(f"{layer['name']:<26} {layer['input']!s:<20} {layer['features']:>4} "
+                  f"{layer['stride'][0]:>3} {gflop(layer):6.2f}{cells}", flush=True)
+            for library in totals:
+                for key in PASSES:
+                    totals[library][key] += ms[library][key]
+        cells = "".join(f"{totals['tagjax'][key]:11.1f}{totals['torch'][key]:7.1f}"
+                        f"{totals['torch'][key] / totals['tagjax'][key]:6.2f}x" for key in PASSES)
+        print(f"{'total':<62}{cells}")
+        all_passes = {library: sum(values.values()) for library, values in totals.items()}
+        print(f"all passes of all layers: tagjax {all_passes['tagjax']:.1f} ms, PyTorch "
+              f"{all_passes['torch']:.1f} ms (tagjax - PyTorch: "
+              f"{all_passes['tagjax'] - all_passes['torch']:+.1f} ms)")
+        results.append(dict(config=name, total_ms=totals, all_passes_ms=all_passes))
+    print("ratio: PyTorch's median / tagjax's; above 1, tagjax is faster.")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(dict(
+        environment=dict(platform=platform.platform(), cpus=os.cpu_count(),
+                         torch_threads=torch.get_num_threads(), jax=jax.__version__,
+                         torch=torch.__version__, device=str(jax.devices()[0]),
+                         load_average=os.getloadavg()[0],
+                         glibc_tunables=os.environ.get("GLIBC_TUNABLES", "")),
+        settings=dict(batch=args.batch, rounds=args.rounds,
+                      calls_per_round=args.calls_per_round),
+        results=results), indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    # Both sides run with their large buffers on huge pages, as tagjax's commands do.
+    huge_pages.reexecute_with_huge_pages()
+    main()
