@@ -289,10 +289,18 @@ def bar_chart(reports: dict, baseline: dict | None, path: str, other: dict | Non
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join("runs", "experiments"))
-    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--out", default=os.path.join("runs", "experiments"),
+                        help="folder of the runs (OUT/<name>; a finished run is reused, a "
+                             "killed one resumed) and of experiments.md and experiments.png "
+                             "(default: %(default)s)")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help="comma-separated rows to run, in this order; cnn_bof_transfer "
+                             "starts from OUT/cnn_lstm's run (default: all: %(default)s)")
     parser.add_argument("--baseline", default=os.path.join("benchmarks", "results",
-                                                           "synth_baseline.json"))
+                                                           "synth_baseline.json"),
+                        help="the MFCC-statistics baseline's JSON, shown in the table and "
+                             "chart when it exists (written by benchmarks/synth_baseline.py; "
+                             "default: %(default)s)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field in every run that has it, e.g. "
                              "num_epochs=5; also --config.KEY=VALUE")
