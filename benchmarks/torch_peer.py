@@ -23,8 +23,10 @@ times are measured apart (tagjax: `lower().compile()`; PyTorch: the first compil
 eager step). Then rounds: each round runs `--steps-per-round` steps of every candidate, the
 order rotating from round to round, so that a machine shared with other work slows all of them
 alike. The table gives the median step over all rounds, and the ratio PyTorch's best / tagjax
-(above 1: tagjax faster) as the median over rounds of the same-round ratios. PyTorch runs with
-`torch.set_num_threads(--threads)`; XLA's CPU backend uses one thread per core (`os.cpu_count()`).
+(above 1: tagjax faster) as the median over rounds of the same-round ratios; a second table the
+CPU time of a step (every thread's, `time.process_time`) and the cores it kept busy. PyTorch
+runs with `torch.set_num_threads(--threads)`; XLA's CPU backend uses one thread per core
+(`os.cpu_count()`).
 """
 
 import argparse
@@ -503,6 +505,7 @@ def run_config(name: str, args) -> dict:
         candidates["torch compile"] = lambda i: compiled(*torch_batches[i % 2])
 
     times = {key: [] for key in candidates}
+    cpu_times = {key: [] for key in candidates}  # all threads' CPU seconds per step
     ratios = []
     names = list(candidates)
     for round_index in range(args.rounds):
@@ -511,18 +514,21 @@ def run_config(name: str, args) -> dict:
         for key in order:
             values = []
             for i in range(args.steps_per_round):
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 candidates[key](i)
                 values.append(time.perf_counter() - start)
+                cpu_times[key].append(time.process_time() - cpu_start)
             times[key] += values
             round_times[key] = statistics.median(values)
         best_torch = min(v for k, v in round_times.items() if k != "tagjax")
         ratios.append(best_torch / round_times["tagjax"])
     medians = {key: 1e3 * statistics.median(values) for key, values in times.items()}
+    cpu_medians = {key: 1e3 * statistics.median(values) for key, values in cpu_times.items()}
     best = min((k for k in medians if k != "tagjax"), key=medians.get)
     return dict(config=name, batch=args.batch, crop_seconds=config.crop_seconds,
                 trained_parameters=jax_params, parity=parity, compile_s=compile_s,
-                step_ms=medians, steps_timed=len(times["tagjax"]), torch_best=best,
+                step_ms=medians, step_cpu_ms=cpu_medians, steps_timed=len(times["tagjax"]),
+                torch_best=best,
                 ratio_torch_best_over_tagjax=statistics.median(ratios),
                 ratio_per_round=ratios,
                 all_ms={k: [1e3 * v for v in values] for k, values in times.items()})
@@ -566,6 +572,13 @@ def main(argv=None) -> None:
               f"{cs['tagjax']:>10.1f}, {torch_cs:>10}")
     print("ratio: median over rounds of (faster PyTorch mode's median) / (tagjax's median); "
           "above 1, tagjax is faster.")
+    # Where the step is bound by arithmetic on every core, CPU time ~ cores x wall time: a gap
+    # there is work, not waiting.
+    print(f"\nCPU time a step (all threads, median ms; {os.cpu_count()} CPUs)")
+    for row in rows:
+        cpu = ", ".join(f"{key} {value:.1f} ({value / row['step_ms'][key]:.2f} cores)"
+                        for key, value in row["step_cpu_ms"].items())
+        print(f"{row['config']:<10} {cpu}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(
         environment=dict(platform=platform.platform(), cpus=os.cpu_count(),
