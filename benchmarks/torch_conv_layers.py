@@ -26,7 +26,6 @@ convolution arithmetic and how much the rest of the step.
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -37,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_peer import NUM_TAGS, TorchChoiCNN, torch_model
+from torch_peer import NUM_TAGS, TorchChoiCNN, environment, torch_model
 
 from tagjax import configs, huge_pages, train
 from tagjax.models import layers
@@ -194,11 +193,7 @@ def main(argv=None) -> None:
     print("ratio: PyTorch's median / tagjax's; above 1, tagjax is faster.")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(
-        environment=dict(platform=platform.platform(), cpus=os.cpu_count(),
-                         torch_threads=torch.get_num_threads(), jax=jax.__version__,
-                         torch=torch.__version__, device=str(jax.devices()[0]),
-                         load_average=os.getloadavg()[0],
-                         glibc_tunables=os.environ.get("GLIBC_TUNABLES", "")),
+        environment=environment(),
         settings=dict(batch=args.batch, rounds=args.rounds,
                       calls_per_round=args.calls_per_round),
         results=results), indent=2))

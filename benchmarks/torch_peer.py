@@ -534,6 +534,15 @@ def run_config(name: str, args) -> dict:
                 all_ms={k: [1e3 * v for v in values] for k, values in times.items()})
 
 
+def environment() -> dict:
+    """The machine and libraries a run measured, for its JSON."""
+    return dict(platform=platform.platform(), cpus=os.cpu_count(),
+                torch_threads=torch.get_num_threads(), jax=jax.__version__,
+                torch=torch.__version__, device=str(jax.devices()[0]),
+                load_average=os.getloadavg()[0],
+                glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", default=",".join(CONFIGS))
@@ -581,11 +590,7 @@ def main(argv=None) -> None:
         print(f"{row['config']:<10} {cpu}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(
-        environment=dict(platform=platform.platform(), cpus=os.cpu_count(),
-                         torch_threads=torch.get_num_threads(), jax=jax.__version__,
-                         torch=torch.__version__, device=str(jax.devices()[0]),
-                         load_average=os.getloadavg()[0],
-                         glibc_tunables=os.environ.get("GLIBC_TUNABLES", "")),
+        environment=environment(),
         settings=dict(batch=args.batch, rounds=args.rounds, steps_per_round=args.steps_per_round,
                       compile=args.compile),
         results=rows), indent=2))
