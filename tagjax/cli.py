@@ -22,11 +22,16 @@ USAGE_ERROR = 2  # argparse's exit status for a mistake on the command line
 SKIPPED_FILES = 1  # the work was done, but the data set left some of its files out
 
 
-def skipped_files_notice(skipped: Sequence[dict], listing: str) -> str:
-    """One line telling that the data set left `skipped` files out, and where they are listed
-    with the reason (`listing`, its `metadata.json`)."""
-    return (f"note: the data set left out {len(skipped)} file(s) it could not use; {listing} "
-            "lists them with the reason")
+def skipped_files_status(report: dict) -> int:
+    """A command's exit status once its work is done, as `python -m tagjax.prepare` answers for
+    the data set: where `report` lists files the data set left out (`skipped_files`, from
+    `decode_pool.skipped_files_record`), one line on stderr saying how many and where they are
+    listed, and `SKIPPED_FILES`; otherwise 0."""
+    if not (skipped := report.get("skipped_files")):
+        return 0
+    print(f"note: the data set left out {len(skipped)} file(s) it could not use; "
+          f"{report['skipped_files_listed_in']} lists them with the reason", file=sys.stderr)
+    return SKIPPED_FILES
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
@@ -219,11 +224,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         else:
             report = train.train_and_evaluate(config, workdir)
             print(written_summary(workdir))
-    if report.get("skipped_files"):  # as `python -m tagjax.prepare` answers for the data set
-        print(skipped_files_notice(report["skipped_files"], report["skipped_files_listed_in"]),
-              file=sys.stderr)
-        return SKIPPED_FILES
-    return 0
+    return skipped_files_status(report)
 
 
 # ----------------------------------------------------------------------------------------------

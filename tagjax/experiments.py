@@ -328,13 +328,9 @@ def main(argv=None) -> int:
     bar_chart(reports, baseline, os.path.join(args.out, "experiments.png"), other)
     print(table)
     print(f"wrote {args.out}/experiments.md and {args.out}/experiments.png")
-    # As `python -m tagjax.prepare` answers for the data set the rows read.
-    if skipped := next((report for report in reports.values() if report.get("skipped_files")),
-                       None):
-        print(cli.skipped_files_notice(skipped["skipped_files"],
-                                       skipped["skipped_files_listed_in"]), file=sys.stderr)
-        return cli.SKIPPED_FILES
-    return 0
+    # The rows read one data set: the first report that lists its left-out files says it.
+    return cli.skipped_files_status(next(
+        (report for report in reports.values() if report.get("skipped_files")), {}))
 
 
 if __name__ == "__main__":

@@ -75,10 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{builder.info.full_name} in {builder.data_dir}")
     for split, info in sorted(builder.info.splits.items()):
         print(f"  {split}: {info.num_examples} examples")
-    skipped, listing = decode_pool.skipped_files(builder.info)
-    if skipped:
-        print(f"{len(skipped)} file(s) skipped, listed with the reason in {listing}:",
-              file=sys.stderr)
+    left_out = decode_pool.skipped_files_record(builder.info)
+    if skipped := left_out["skipped_files"]:
+        print(f"{len(skipped)} file(s) skipped, listed with the reason in "
+              f"{left_out['skipped_files_listed_in']}:", file=sys.stderr)
         for record in skipped[:10]:
             print(f"  {record['split']}: {record['path']}: {record['reason']}", file=sys.stderr)
         if len(skipped) > 10:

@@ -95,8 +95,7 @@ def _skipped_files_record(sources: dict[str, Any]) -> dict:
     """For a report: `skipped_files`, the files the data set left out when it was built
     (`{"split", "key", "path", "reason"}`, every split's), and `skipped_files_listed_in`, the
     `metadata.json` that lists them."""
-    skipped, listing = decode_pool.skipped_files(next(iter(sources.values())).dataset_info)
-    return {"skipped_files": skipped, "skipped_files_listed_in": listing}
+    return decode_pool.skipped_files_record(next(iter(sources.values())).dataset_info)
 
 
 def _dataset_record(config, sources: dict[str, Any]) -> dict:

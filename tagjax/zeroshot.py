@@ -124,9 +124,8 @@ def zero_shot(model_name: str, dataset: str, split: str, *, dataset_config: str 
         kwargs["config"] = dataset_config
     source, tags = tj.data.get_source(dataset, split, **kwargs)
     report = zero_shot_report(model_name, source, tags, batch_size=batch_size, progress=progress)
-    skipped, listing = decode_pool.skipped_files(source.dataset_info)
-    report.update(dataset=dataset, split=split, skipped_files=skipped,
-                  skipped_files_listed_in=listing)
+    report.update(dataset=dataset, split=split,
+                  **decode_pool.skipped_files_record(source.dataset_info))
     return report
 
 
@@ -201,11 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         with open(args.out, "w") as f:
             json.dump(report, f, indent=2)
-    if report["skipped_files"]:  # as `python -m tagjax.prepare` answers for the same data set
-        print(cli.skipped_files_notice(report["skipped_files"], report["skipped_files_listed_in"]),
-              file=sys.stderr)
-        return cli.SKIPPED_FILES
-    return 0
+    return cli.skipped_files_status(report)
 
 
 if __name__ == "__main__":

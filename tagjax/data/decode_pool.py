@@ -244,12 +244,13 @@ def report_skipped(
     )
 
 
-def skipped_files(info) -> tuple[list[dict], str]:
-    """What `report_skipped` listed for a built data set (TFDS `DatasetInfo` `info`): the
-    skipped files' records `{"split", "key", "path", "reason"}`, every split's, and the path of
-    the `metadata.json` holding them."""
-    return (list((info.metadata or {}).get("skipped", [])),
-            os.path.join(info.data_dir, "metadata.json"))
+def skipped_files_record(info) -> dict:
+    """What `report_skipped` listed for a built data set (TFDS `DatasetInfo` `info`), as the
+    commands' reports give it: `skipped_files`, the skipped files' records `{"split", "key",
+    "path", "reason"}`, every split's, and `skipped_files_listed_in`, the `metadata.json`
+    holding them."""
+    return {"skipped_files": list((info.metadata or {}).get("skipped", [])),
+            "skipped_files_listed_in": os.path.join(info.data_dir, "metadata.json")}
 
 
 def report_rescaled(
