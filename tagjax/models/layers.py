@@ -21,6 +21,11 @@ def _pool_windows(x, window, fill):
     return x.reshape(batch, out_t, pool_t, out_f, pool_f, channels)
 
 
+# Windows of up to this many pixels count the ties of the max pool's gradient one pixel at a time
+# (`_signed_block_max_pool_bwd`); XLA's compile time grows with the number of slices.
+_MAX_SLICED_WINDOW = 16
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def signed_block_max_pool(x, sign, window):
     """`sign * block_max_pool(sign * x, window)` for a per-channel `sign` of +1 or -1 (the max
@@ -55,7 +60,15 @@ def _signed_block_max_pool_bwd(window, residuals, grad):
     # -sign * inf, which equals no window's result.
     windows = _pool_windows(x, window, -sign * jnp.inf)
     chosen = windows == pooled[:, :, None, :, None, :]
-    ties = jnp.sum(chosen, axis=(2, 4), dtype=grad.dtype)
+    if window[0] * window[1] <= _MAX_SLICED_WINDOW:
+        # The ties counted as a sum of one comparison per window pixel, one fused pass over x.
+        # As a reduction, XLA's CPU backend hands the sum to YNNPACK and first writes the
+        # comparisons out at full resolution as floats: 22 of cnn_lstm's 190 ms step, where this
+        # takes 3.
+        ties = sum((windows[:, :, i, :, j, :] == pooled).astype(grad.dtype)
+                   for i in range(window[0]) for j in range(window[1]))
+    else:
+        ties = jnp.sum(chosen, axis=(2, 4), dtype=grad.dtype)
     share = (grad / ties)[:, :, None, :, None, :]
     x_grad = jnp.where(chosen, share, 0).reshape(x.shape[0], -1, windows.shape[3] * window[1],
                                                  x.shape[3])
@@ -187,24 +200,44 @@ def _unfolded_gradient(x, kernel, padding, precision, grad):
             kernel_grad.reshape(kernel.shape))
 
 
+def _shifted_sum_conv(x, kernel, padding):
+    """`_conv` of a one-channel image as the sum over taps of each shifted copy of the image
+    times the tap's kernel row, in tap order: one fused elementwise pass."""
+    window_t, window_f, _, features = kernel.shape
+    windows = _unfold(x, (window_t, window_f), padding)
+    flat_kernel = kernel.reshape(window_t * window_f, features)
+    y = windows[0][..., None] * flat_kernel[0]
+    for tap in range(1, window_t * window_f):
+        y = y + windows[tap][..., None] * flat_kernel[tap]
+    return y
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def single_channel_conv(x, kernel, padding, precision=None):
     """A stride-1 convolution of a one-channel image: `(batch, time, freq, 1)` with
     `(window_t, window_f, 1, features)` -> `(batch, time', freq', features)`, with explicit
     `padding` `((lo, hi), (lo, hi))`.
 
-    The forward pass is XLA's convolution (`flax.linen.Conv`'s values exactly). On the CPU the
-    gradient is computed as matrix products on the unfolded windows instead: XLA's CPU
-    backward convolutions are slow for one input channel and long kernels (musicnn's 7 x 38 and
-    128 x 1 filters: 3-6x the time of this, and 10-30x their own forward pass), which made
-    fine-tuning musicnn take minutes a step, and for the 3 x 3 first layer of Choi's CNN at the
-    log-mel's full resolution (3-5x). Elsewhere the gradient is XLA's own.
+    The forward pass is XLA's convolution (`flax.linen.Conv`'s values exactly), except on the
+    CPU for kernels of up to 16 taps: there it is the sum of the shifted images times the
+    kernel's taps (`_shifted_sum_conv`, equal up to float32 summation order). XLA's CPU
+    convolution (YNNPACK's) runs a one-channel input on one core at a fraction of the memory
+    bandwidth: Choi's 3 x 3 first layer at the log-mel's full resolution took 29 ms of
+    cnn_lstm's step, the sum 4. On the CPU the gradient is computed as matrix products on the
+    unfolded windows: XLA's CPU backward convolutions are slow for one input channel and long
+    kernels (musicnn's 7 x 38 and 128 x 1 filters: 3-6x the time of this, and 10-30x their own
+    forward pass), which made fine-tuning musicnn take minutes a step, and for the 3 x 3 first
+    layer of Choi's CNN (3-5x). Elsewhere the gradient is XLA's own.
     """
-    return _conv(x, kernel, padding, precision)
+    if kernel.shape[0] * kernel.shape[1] > _MAX_FOLDED_TAPS:
+        return _conv(x, kernel, padding, precision)
+    return lax.platform_dependent(
+        x, kernel, cpu=lambda x, k: _shifted_sum_conv(x, k, padding),
+        default=lambda x, k: _conv(x, k, padding, precision))
 
 
 def _single_channel_conv_fwd(x, kernel, padding, precision):
-    return _conv(x, kernel, padding, precision), (x, kernel)
+    return single_channel_conv(x, kernel, padding, precision), (x, kernel)
 
 
 def _single_channel_conv_bwd(padding, precision, residuals, grad):
