@@ -2,7 +2,7 @@
 
     pip install -e ".[bench-torch]" --extra-index-url https://download.pytorch.org/whl/cpu
     python benchmarks/torch_peer.py [--configs cnn_lstm,fcn,short_res] [--batch 16] [--rounds 5]
-        [--steps-per-round 4] [--threads 2] [--no-compile] [--out PATH.json]
+        [--steps-per-round 4] [--warmup-steps 3] [--threads 2] [--no-compile] [--out PATH.json]
 
 PyTorch is a benchmark-only dependency (the `bench-torch` extra); tagjax never imports it.
 
@@ -20,12 +20,13 @@ parameters are the same.
 Timing: PyTorch eager and `torch.compile` (its default mode; the model compiled, the fused
 AdamW left as it is) and the jitted tagjax step, each in its own copy of the state. Compile
 times are measured apart (tagjax: `lower().compile()`; PyTorch: the first compiled call, less an
-eager step). Then rounds: each round runs `--steps-per-round` steps of every candidate, the
-order rotating from round to round, so that a machine shared with other work slows all of them
-alike. The table gives the median step over all rounds, and the ratio PyTorch's best / tagjax
-(above 1: tagjax faster) as the median over rounds of the same-round ratios; a second table the
-CPU time of a step (every thread's, `time.process_time`) and the cores it kept busy. PyTorch
-runs with `torch.set_num_threads(--threads)`; XLA's CPU backend uses one thread per core
+eager step). Then `--warmup-steps` untimed steps of each candidate, and rounds: each round runs
+`--steps-per-round` steps of every candidate, the order rotating from round to round, so that a
+machine shared with other work slows all of them alike. The table gives the median step over all
+rounds, and the ratio PyTorch's best / tagjax (above 1: tagjax faster) as the median over rounds
+of the same-round ratios; a second table the CPU time of a step (every thread's,
+`time.process_time`) and the cores it kept busy. PyTorch runs with
+`torch.set_num_threads(--threads)`; XLA's CPU backend uses one thread per core
 (`os.cpu_count()`).
 """
 
@@ -504,6 +505,11 @@ def run_config(name: str, args) -> dict:
         compiled(*torch_batches[1])  # a second trace may follow the first (dynamic shapes)
         candidates["torch compile"] = lambda i: compiled(*torch_batches[i % 2])
 
+    # Every candidate's first steps after its compilation are slower (memory still being
+    # mapped, caches cold): warm-up steps for each, untimed, before the timed rounds.
+    for candidate in candidates.values():
+        for i in range(args.warmup_steps):
+            candidate(i)
     times = {key: [] for key in candidates}
     cpu_times = {key: [] for key in candidates}  # all threads' CPU seconds per step
     ratios = []
@@ -549,6 +555,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps-per-round", dest="steps_per_round", type=int, default=4)
+    parser.add_argument("--warmup-steps", dest="warmup_steps", type=int, default=3,
+                        help="untimed steps of each candidate before the rounds")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -592,7 +600,7 @@ def main(argv=None) -> None:
     args.out.write_text(json.dumps(dict(
         environment=environment(),
         settings=dict(batch=args.batch, rounds=args.rounds, steps_per_round=args.steps_per_round,
-                      compile=args.compile),
+                      warmup_steps=args.warmup_steps, compile=args.compile),
         results=rows), indent=2))
     print(f"wrote {args.out}")
 
