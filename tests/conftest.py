@@ -1,5 +1,7 @@
+import fcntl
 import getpass
 import os
+import shutil
 import sys
 import tempfile
 
@@ -29,14 +31,30 @@ if worker := os.environ.get("PYTEST_XDIST_WORKER"):
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+def _made_once(tmp_path_factory, name: str, make) -> str:
+    """`make(path)` run once for the whole test session, shared by the xdist workers: the first
+    worker to ask makes it, the others wait for it; then all read it. Returns the path."""
+    # Under xdist every worker's base temp directory sits in the session's shared one.
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    path, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released as the file closes
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)  # a worker that failed half way
+            make(str(path))
+            done.touch()
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def synth_tiny_dir(tmp_path_factory):
     """A TFDS data dir holding the `synth/tiny` data set, built once per test session."""
     import tagjax as tj
 
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    tj.data.get_builder("synth", config="tiny", data_dir=data_dir)
-    return data_dir
+    return _made_once(tmp_path_factory, "tfds",
+                      lambda path: tj.data.get_builder("synth", config="tiny", data_dir=path))
 
 
 @pytest.fixture(scope="session")
@@ -55,12 +73,12 @@ def tiny_config(synth_tiny_dir):
 
 @pytest.fixture(scope="session")
 def trained_run(tiny_config, tmp_path_factory):
-    """The work directory of a tiny `cnn_lstm` run trained for two epochs on `synth/tiny`."""
+    """The work directory of a tiny `cnn_lstm` run trained for two epochs on `synth/tiny`,
+    trained once per test session (30 s on 2 cores), read only: tests that change a run copy it."""
     from tagjax import train
 
-    workdir = str(tmp_path_factory.mktemp("trained_run"))
-    train.train_and_evaluate(tiny_config("cnn_lstm"), workdir)
-    return workdir
+    return _made_once(tmp_path_factory, "trained_run",
+                      lambda path: train.train_and_evaluate(tiny_config("cnn_lstm"), path))
 
 
 @pytest.fixture
