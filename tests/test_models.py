@@ -282,11 +282,13 @@ def test_block_max_pool(shape, window):
         np.testing.assert_array_equal(got, nn.max_pool(x, window, strides=window))
 
 
-@pytest.mark.parametrize("shape,window", [((2, 8, 12, 3), (4, 2)), ((1, 17, 10, 2), (4, 3))])
+@pytest.mark.parametrize("shape,window", [((2, 8, 12, 3), (4, 2)), ((1, 17, 10, 2), (4, 3)),
+                                          ((1, 11, 9, 2), (5, 4))])
 def test_signed_block_max_pool_and_its_gradient(shape, window):
     """Per channel the max (+1) or the min (-1) of each window, as NumPy's; the gradient is
     autodiff's of the same max over windows (ties share it equally), exactly: integers make
-    ties common, and at most a window's worth of equal shares sum to one."""
+    ties common, and at most a window's worth of equal shares sum to one. Windows of up to 16
+    pixels count their ties pixel by pixel, larger ones (5 x 4) by a reduction."""
     from tagjax.models.layers import signed_block_max_pool
 
     rng = np.random.default_rng(0)
