@@ -229,15 +229,17 @@ def single_channel_conv(x, kernel, padding, precision=None):
     forward pass), which made fine-tuning musicnn take minutes a step, and for the 3 x 3 first
     layer of Choi's CNN (3-5x). Elsewhere the gradient is XLA's own.
     """
-    if kernel.shape[0] * kernel.shape[1] > _MAX_FOLDED_TAPS:
-        return _conv(x, kernel, padding, precision)
-    return lax.platform_dependent(
-        x, kernel, cpu=lambda x, k: _shifted_sum_conv(x, k, padding),
-        default=lambda x, k: _conv(x, k, padding, precision))
+    return _single_channel_conv_fwd(x, kernel, padding, precision)[0]
 
 
 def _single_channel_conv_fwd(x, kernel, padding, precision):
-    return single_channel_conv(x, kernel, padding, precision), (x, kernel)
+    if kernel.shape[0] * kernel.shape[1] > _MAX_FOLDED_TAPS:
+        y = _conv(x, kernel, padding, precision)
+    else:
+        y = lax.platform_dependent(
+            x, kernel, cpu=lambda x, k: _shifted_sum_conv(x, k, padding),
+            default=lambda x, k: _conv(x, k, padding, precision))
+    return y, (x, kernel)
 
 
 def _single_channel_conv_bwd(padding, precision, residuals, grad):
