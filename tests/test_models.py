@@ -720,6 +720,103 @@ def test_conv_of_small_maps_is_flax_conv_to_float32_rounding(strides, padding):
                   2 * gamma(n_pixels) * kernel_magnitude["params"]["kernel"])
 
 
+@pytest.mark.parametrize("shape,strides", [((2, 15, 13, 20), 1), ((2, 15, 13, 20), 2),
+                                           ((2, 5, 4, 20), 2), ((2, 15, 13, 1), 2)])
+def test_forked_conv_is_separate_flax_convs_to_float32_rounding(shape, strides):
+    """`forked_conv`: each kernel's output and gradient, and the input's gradient, those of
+    separate `flax.linen.Conv`s within two float32 summation orders; side by side (over 16
+    input channels: a large map, strided or not, and a small one) and apart (one channel)."""
+    import flax.linen as nn
+    from assertions import assert_within, gamma
+
+    from tagjax.models.layers import forked_conv
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    kernels = tuple(rng.standard_normal((3, 3, shape[-1], n)).astype(np.float32) / 3
+                    for n in (4, 6))
+    padding = ((1, 1), (1, 1))
+
+    def separate(kernels, x):
+        module = nn.Conv(1, (3, 3), strides=strides, padding=padding, use_bias=False)
+        return tuple(module.clone(features=k.shape[-1]).apply({"params": {"kernel": k}}, x)
+                     for k in kernels)
+
+    def forked(kernels, x):
+        return forked_conv(x, kernels, (strides, strides), padding)
+
+    outputs = jax.eval_shape(separate, kernels, x)
+    weights = tuple(rng.standard_normal(out.shape).astype(np.float32) for out in outputs)
+
+    def value_and_gradients(function, kernels, x, weights):
+        y, vjp = jax.vjp(function, kernels, x)
+        return y, *vjp(weights)
+
+    got, got_kernels, got_x = jit(value_and_gradients, static_argnums=0)(forked, kernels, x,
+                                                                        weights)
+    want, want_kernels, want_x = jit(value_and_gradients, static_argnums=0)(separate, kernels,
+                                                                           x, weights)
+    # Every entry sums products (the input's gradient over both kernels' windows and features);
+    # its bound is gamma of the number of terms times the sum of their magnitudes: the same
+    # convolutions and gradients in float64 of |x|, |kernels| and |weights|.
+    with jax.enable_x64(True):
+        out_magnitude, kernel_magnitude, x_magnitude = jax.tree.map(
+            np.asarray, value_and_gradients(
+                separate, tuple(np.abs(k).astype(np.float64) for k in kernels),
+                np.abs(x).astype(np.float64), tuple(np.abs(w).astype(np.float64)
+                                                    for w in weights)))
+    assert x_magnitude.dtype == np.float64
+    n_pixels = np.prod(outputs[0].shape[:3])
+    for i in range(2):
+        assert_within(got[i], want[i], 2 * gamma(9 * shape[-1]) * out_magnitude[i])
+        assert_within(got_kernels[i], want_kernels[i], 2 * gamma(n_pixels) * kernel_magnitude[i])
+    assert_within(got_x, want_x, 2 * gamma(9 * 10 + 1) * x_magnitude)
+
+
+def test_residual_block_keeps_its_parameters_and_is_flax_layers_in_float64():
+    """The short-chunk ResNet's block, whose conv1 and shortcut convolution run forked: the
+    parameters (names, shapes, initial values) of the block written with `flax.linen.Conv`, and
+    in float64 its outputs and batch statistics to float64 rounding, so every kernel is wired
+    where it was."""
+    import flax.linen as nn
+
+    from tagjax.models.resnet import ResidualBlock
+
+    class FlaxBlock(nn.Module):
+        features: int
+
+        @nn.compact
+        def __call__(self, x):
+            def conv(name, stride=1):
+                return nn.Conv(self.features, (3, 3), strides=stride, padding=((1, 1), (1, 1)),
+                               use_bias=False, name=name)
+
+            def norm(name):
+                return nn.BatchNorm(use_running_average=False, momentum=0.9, name=name)
+
+            y = nn.relu(norm("bn1")(conv("conv1", 2)(x)))
+            y = norm("bn2")(conv("conv2")(y))
+            return nn.relu(norm("bn_shortcut")(conv("conv_shortcut", 2)(x)) + y)
+
+    for channels in (1, 20):
+        x = np.random.default_rng(0).standard_normal((2, 15, 13, channels)).astype(np.float32)
+        ours, theirs = ResidualBlock(24), FlaxBlock(24)
+        variables = ours.init(jax.random.key(3), x, train=True)
+        jax.tree.map(np.testing.assert_array_equal, variables,
+                     theirs.init(jax.random.key(3), x))
+        with jax.enable_x64(True):
+            variables64 = jax.tree.map(lambda v: np.asarray(v, np.float64), variables)
+            x64 = x.astype(np.float64)
+            got, got_stats = ours.apply(variables64, x64, train=True, mutable="batch_stats")
+            want, want_stats = theirs.apply(variables64, x64, mutable="batch_stats")
+        assert got.dtype == np.float64
+        # Outputs of order one, after three sums of 9 x 24 terms and batch norms that divide by
+        # standard deviations of order one: float64 rounding is below 1e-12.
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12),
+                     got_stats, want_stats)
+
+
 @pytest.mark.parametrize("kernel_size,padding", [((3, 5), ((1, 1), (0, 0))), ((7, 1), "SAME"),
                                                  ((9, 3), ((4, 4), (0, 0))), ((19, 1), "SAME"),
                                                  ((3, 20), ((1, 1), (0, 0)))])

@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tagjax.models.frontends import LogMel
-from tagjax.models.layers import Conv, block_max_pool
+from tagjax.models.layers import Conv, ConvKernel, block_max_pool, forked_conv
 from tagjax.models.registry import register_frontend
 
 DOWNSAMPLINGS = ("stride", "maxpool")
@@ -59,15 +59,17 @@ class ResidualBlock(nn.Module):
             return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                                 name=name)
 
-        y = Conv(self.features, (3, 3), strides=stride, padding=_PAD, use_bias=False,
-                 name="conv1")(x)
+        if stride != 1 or x.shape[-1] != self.features:
+            # conv1 and the shortcut read the same input through the same window: one pass.
+            kernels = [ConvKernel(self.features, (3, 3), name=name)(x.shape[-1])
+                       for name in ("conv1", "conv_shortcut")]
+            y, x = forked_conv(x, kernels, (stride, stride), _PAD)
+            x = norm("bn_shortcut")(x)
+        else:
+            y = Conv(self.features, (3, 3), padding=_PAD, use_bias=False, name="conv1")(x)
         y = nn.relu(norm("bn1")(y))
         y = Conv(self.features, (3, 3), padding=_PAD, use_bias=False, name="conv2")(y)
         y = norm("bn2")(y)
-        if stride != 1 or x.shape[-1] != self.features:
-            x = Conv(self.features, (3, 3), strides=stride, padding=_PAD, use_bias=False,
-                     name="conv_shortcut")(x)
-            x = norm("bn_shortcut")(x)
         y = nn.relu(x + y)
         if self.downsample == "maxpool":
             y = block_max_pool(y, (2, 2))
