@@ -2,7 +2,8 @@
 
     pip install -e ".[bench-torch]" --extra-index-url https://download.pytorch.org/whl/cpu
     python benchmarks/torch_peer.py [--configs cnn_lstm,fcn,short_res] [--batch 16] [--rounds 5]
-        [--steps-per-round 4] [--warmup-steps 3] [--threads 2] [--no-compile] [--out PATH.json]
+        [--steps-per-round 4] [--warmup-steps 3] [--threads 2] [--no-compile] [--same-process]
+        [--out PATH.json]
 
 PyTorch is a benchmark-only dependency (the `bench-torch` extra); tagjax never imports it.
 
@@ -18,22 +19,28 @@ tagjax's (Flax's) has one: the input-side bias is kept at zero and frozen, so th
 parameters are the same.
 
 Timing: PyTorch eager and `torch.compile` (its default mode; the model compiled, the fused
-AdamW left as it is) and the jitted tagjax step, each in its own copy of the state. Compile
-times are measured apart (tagjax: `lower().compile()`; PyTorch: the first compiled call, less an
-eager step). Then `--warmup-steps` untimed steps of each candidate, and rounds: each round runs
+AdamW left as it is) and the jitted tagjax step, each in its own copy of the state. Each side
+runs in a worker process of its own, built from the same initial weights and batches
+(`--same-process` runs both in this one: there, tagjax's steps right after PyTorch's took up to
+twice their time before any PyTorch step, and PyTorch's were slower too), and only one worker
+runs at a time. Compile times are measured apart (tagjax: `lower().compile()`; PyTorch: the
+first compiled call, less an eager step). Then `--warmup-steps` untimed steps of each
+candidate, and rounds: each round runs
 `--steps-per-round` steps of every candidate, the order rotating from round to round, so that a
 machine shared with other work slows all of them alike. The table gives the median step over all
 rounds, and the ratio PyTorch's best / tagjax (above 1: tagjax faster) as the median over rounds
-of the same-round ratios; a second table the CPU time of a step (every thread's,
-`time.process_time`) and the cores it kept busy. PyTorch runs with
+of the same-round ratios; a second table the CPU time of a step (every thread of the
+candidate's process, `time.process_time`) and the cores it kept busy. PyTorch runs with
 `torch.set_num_threads(--threads)`; XLA's CPU backend uses one thread per core
 (`os.cpu_count()`).
 """
 
 import argparse
 import copy
+import functools
 import itertools
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -446,34 +453,34 @@ class TorchStep:
         return loss.item()
 
 
-def run_config(name: str, args) -> dict:
+def _model(name: str, batch: int, quiet: bool = False):
+    """The config and its tagjax model; `quiet`: dropout off (for the parity check)."""
     config = configs.get(name)
-    config.batch_size = args.batch
-    model = train.tj_models.build(train._model_config(config, NUM_TAGS))
-    variables = train.initial_variables(model, config)
-    rng = np.random.default_rng(0)
-    crop = train._crop_samples(config)
-    audio = [(0.1 * rng.standard_normal((args.batch, crop))).astype(np.float32) for _ in range(2)]
-    labels = [rng.integers(0, 2, (args.batch, NUM_TAGS)).astype(np.float32) for _ in range(2)]
+    config.batch_size = batch
+    if quiet:
+        config = config.copy_and_resolve_references()
+        for part in ("frontend", "summary", "head"):
+            if "dropout" in config.model[part]:
+                config.model[part].dropout = 0.0
+    return config, train.tj_models.build(train._model_config(config, NUM_TAGS))
 
-    net = torch_model(model)
-    load_weights(net, variables)
-    jax_params = int(sum(x.size for x in jax.tree.leaves(variables["params"])))
-    assert trained_parameters(net) == jax_params, (trained_parameters(net), jax_params)
 
-    # Parity: the same networks with dropout off, from the same weights, on the same batch.
-    quiet_config = config.copy_and_resolve_references()
-    for part in ("frontend", "summary", "head"):
-        if "dropout" in quiet_config.model[part]:
-            quiet_config.model[part].dropout = 0.0
-    quiet_model = train.tj_models.build(train._model_config(quiet_config, NUM_TAGS))
-    quiet_net = torch_model(quiet_model)
-    load_weights(quiet_net, variables)
-    parity = check_parity(quiet_model, variables, quiet_net, audio[0], labels[0])
+def _timed(run, first: int, n: int) -> tuple[list, list]:
+    """Wall and CPU seconds (every thread of this process) of steps `first` to `first + n`."""
+    times, cpu_times = [], []
+    for i in range(first, first + n):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        run(i)
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+    return times, cpu_times
 
-    # tagjax: the trainer's jitted step.
+
+def tagjax_candidates(name: str, args, variables, audio, labels) -> tuple[dict, dict]:
+    """{"tagjax": run(i)}, the trainer's jitted step on batch `i % 2`, and its compile time."""
+    config, model = _model(name, args.batch)
     tx = train._optimizer(config, steps_per_epoch=STEPS_PER_EPOCH, params=variables["params"])
-    state = train.create_state(config, tx, variables)
+    state = train.create_state(config, tx, jax.tree.map(jnp.asarray, variables))
     jax_step = jax.jit(train.make_train_step(model, tx), donate_argnums=0)
     jax_batches = [{"audio": jnp.asarray(a), "labels": jnp.asarray(y)}
                    for a, y in zip(audio, labels, strict=True)]
@@ -486,17 +493,27 @@ def run_config(name: str, args) -> dict:
         holder["state"], metrics = jax_compiled(holder["state"], jax_batches[i % 2])
         jax.block_until_ready(metrics)
 
+    return {"tagjax": run_jax}, compile_s
+
+
+def torch_candidates(name: str, args, variables, audio, labels) -> tuple[dict, dict]:
+    """{"torch eager": run(i)[, "torch compile": run(i)]} from tagjax's initial `variables`,
+    and the compile time."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config, model = _model(name, args.batch)
+    net = torch_model(model)
+    load_weights(net, variables)
     lrs = learning_rates(config, 4 * STEPS_PER_EPOCH)
     torch_batches = [(torch.from_numpy(a), torch.from_numpy(y))
                      for a, y in zip(audio, labels, strict=True)]
-    candidates = {"tagjax": run_jax}
     eager = TorchStep(net, config, lrs, compiled=False)
-    candidates["torch eager"] = lambda i: eager(*torch_batches[i % 2])
-    run_jax(0)
+    candidates = {"torch eager": lambda i: eager(*torch_batches[i % 2])}
     eager(*torch_batches[0])
     start = time.perf_counter()
     eager(*torch_batches[1])
     eager_s = time.perf_counter() - start
+    compile_s = {}
     if args.compile:
         compiled = TorchStep(net, config, lrs, compiled=True)
         start = time.perf_counter()
@@ -504,30 +521,100 @@ def run_config(name: str, args) -> dict:
         compile_s["torch compile"] = time.perf_counter() - start - eager_s
         compiled(*torch_batches[1])  # a second trace may follow the first (dynamic shapes)
         candidates["torch compile"] = lambda i: compiled(*torch_batches[i % 2])
+    return candidates, compile_s
 
-    # Every candidate's first steps after its compilation are slower (memory still being
-    # mapped, caches cold): warm-up steps for each, untimed, before the timed rounds.
+
+_SIDES = {"tagjax": tagjax_candidates, "torch": torch_candidates}
+
+
+def _serve(connection, side: str, name: str, args, variables, audio, labels) -> None:
+    """A worker process's loop: builds its side's candidates, warms each up, then answers
+    `(key, first, n)` with `_timed` of that candidate until it receives None."""
+    candidates, compile_s = _SIDES[side](name, args, variables, audio, labels)
     for candidate in candidates.values():
-        for i in range(args.warmup_steps):
-            candidate(i)
-    times = {key: [] for key in candidates}
-    cpu_times = {key: [] for key in candidates}  # all threads' CPU seconds per step
+        _timed(candidate, 0, args.warmup_steps)
+    connection.send((list(candidates), compile_s))
+    while (request := connection.recv()) is not None:
+        key, first, n = request
+        connection.send(_timed(candidates[key], first, n))
+
+
+class _Worker:
+    """One side's candidates in a process of their own (`_serve`)."""
+
+    def __init__(self, side: str, name: str, args, variables, audio, labels):
+        context = multiprocessing.get_context("spawn")
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_serve, daemon=True,
+                                       args=(child, side, name, args, variables, audio, labels))
+        self.process.start()
+        self.keys, self.compile_s = self.connection.recv()
+
+    def steps(self, key: str, first: int, n: int) -> tuple[list, list]:
+        self.connection.send((key, first, n))
+        return self.connection.recv()
+
+    def close(self) -> None:
+        self.connection.send(None)
+        self.process.join()
+
+
+def run_config(name: str, args) -> dict:
+    config, model = _model(name, args.batch)
+    variables = train.initial_variables(model, config)
+    rng = np.random.default_rng(0)
+    crop = train._crop_samples(config)
+    audio = [(0.1 * rng.standard_normal((args.batch, crop))).astype(np.float32) for _ in range(2)]
+    labels = [rng.integers(0, 2, (args.batch, NUM_TAGS)).astype(np.float32) for _ in range(2)]
+
+    net = torch_model(model)
+    load_weights(net, variables)
+    jax_params = int(sum(x.size for x in jax.tree.leaves(variables["params"])))
+    assert trained_parameters(net) == jax_params, (trained_parameters(net), jax_params)
+
+    # Parity: the same networks with dropout off, from the same weights, on the same batch.
+    _, quiet_model = _model(name, args.batch, quiet=True)
+    quiet_net = torch_model(quiet_model)
+    load_weights(quiet_net, variables)
+    parity = check_parity(quiet_model, variables, quiet_net, audio[0], labels[0])
+    variables = jax.tree.map(np.asarray, variables)
+
+    # Each side in a process of its own (unless --same-process): in one process, tagjax's steps
+    # right after PyTorch's ran up to twice as long as before any PyTorch step.
+    steps, compile_s, workers = {}, {}, []
+    for side, build in _SIDES.items():
+        if args.same_process:
+            candidates, side_compile_s = build(name, args, variables, audio, labels)
+            for key, candidate in candidates.items():
+                steps[key] = functools.partial(_timed, candidate)
+            compile_s.update(side_compile_s)
+        else:
+            workers.append(_Worker(side, name, args, variables, audio, labels))
+            steps.update({key: functools.partial(workers[-1].steps, key)
+                          for key in workers[-1].keys})
+            compile_s.update(workers[-1].compile_s)
+    if args.same_process:
+        # Every candidate's first steps after its compilation are slower (memory still being
+        # mapped, caches cold): warm-up steps for each, untimed, before the timed rounds.
+        for run in steps.values():
+            run(0, args.warmup_steps)
+    times = {key: [] for key in steps}
+    cpu_times = {key: [] for key in steps}  # the CPU seconds of the candidate's process a step
     ratios = []
-    names = list(candidates)
+    names = list(steps)
     for round_index in range(args.rounds):
         order = names[round_index % len(names):] + names[:round_index % len(names)]
         round_times = {}
         for key in order:
-            values = []
-            for i in range(args.steps_per_round):
-                start, cpu_start = time.perf_counter(), time.process_time()
-                candidates[key](i)
-                values.append(time.perf_counter() - start)
-                cpu_times[key].append(time.process_time() - cpu_start)
+            values, cpu_values = steps[key](round_index * args.steps_per_round,
+                                            args.steps_per_round)
             times[key] += values
+            cpu_times[key] += cpu_values
             round_times[key] = statistics.median(values)
         best_torch = min(v for k, v in round_times.items() if k != "tagjax")
         ratios.append(best_torch / round_times["tagjax"])
+    for worker in workers:
+        worker.close()
     medians = {key: 1e3 * statistics.median(values) for key, values in times.items()}
     cpu_medians = {key: 1e3 * statistics.median(values) for key, values in cpu_times.items()}
     best = min((k for k in medians if k != "tagjax"), key=medians.get)
@@ -559,6 +646,8 @@ def main(argv=None) -> None:
                         help="untimed steps of each candidate before the rounds")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--same-process", dest="same_process", action="store_true",
+                        help="run both sides in this process (by default each has its own)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -600,7 +689,8 @@ def main(argv=None) -> None:
     args.out.write_text(json.dumps(dict(
         environment=environment(),
         settings=dict(batch=args.batch, rounds=args.rounds, steps_per_round=args.steps_per_round,
-                      warmup_steps=args.warmup_steps, compile=args.compile),
+                      warmup_steps=args.warmup_steps, compile=args.compile,
+                      same_process=args.same_process),
         results=rows), indent=2))
     print(f"wrote {args.out}")
 
