@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import librosa
 import numpy as np
+from machine import cpu_description
 from threadpoolctl import threadpool_limits
 
 import tagjax as tj
@@ -298,7 +299,8 @@ def main():
                     repeats=cfg.repeats, calls_per_turn=cfg.calls_per_turn),
         environment=dict(device=str(jax.devices()[0]), jax=jax.__version__,
                          librosa=librosa.__version__, numpy=np.__version__,
-                         python=platform.python_version(), cpus=os.cpu_count(),
+                         python=platform.python_version(), cpu=cpu_description(),
+                         cpus=os.cpu_count(),
                          load_average=os.getloadavg()[0],
                          glibc_tunables=os.environ.get("GLIBC_TUNABLES", "")),
         results=rows, speedup_vs_librosa=speedups, steady_speedup_vs_librosa=steady_speedups,

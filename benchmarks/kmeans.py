@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_description
 
 RESULTS = Path(__file__).parent / "results"
 SAMPLE_RATE = 16000
@@ -456,6 +457,7 @@ def driver(args) -> None:
         machine=dict(
             platform=platform.platform(),
             processor=platform.processor(),
+            cpu=cpu_description(),
             cpu_count=os.cpu_count(),
             python=platform.python_version(),
         ),

@@ -53,6 +53,7 @@ import numpy as np
 import optax
 import torch
 import torch.nn.functional as F
+from machine import cpu_description
 from torch import nn
 
 from tagjax import configs, huge_pages, train
@@ -629,7 +630,7 @@ def run_config(name: str, args) -> dict:
 
 def environment() -> dict:
     """The machine and libraries a run measured, for its JSON."""
-    return dict(platform=platform.platform(), cpus=os.cpu_count(),
+    return dict(platform=platform.platform(), cpu=cpu_description(), cpus=os.cpu_count(),
                 torch_threads=torch.get_num_threads(), jax=jax.__version__,
                 torch=torch.__version__, device=str(jax.devices()[0]),
                 load_average=os.getloadavg()[0],
