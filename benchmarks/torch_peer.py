@@ -21,11 +21,11 @@ parameters are the same.
 Timing: PyTorch eager and `torch.compile` (its default mode; the model compiled, the fused
 AdamW left as it is) and the jitted tagjax step, each in its own copy of the state. Each side
 runs in a worker process of its own, built from the same initial weights and batches
-(`--same-process` runs both in this one: there, tagjax's steps right after PyTorch's took up to
-twice their time before any PyTorch step, and PyTorch's were slower too), and only one worker
-runs at a time. Compile times are measured apart (tagjax: `lower().compile()`; PyTorch: the
-first compiled call, less an eager step). Then `--warmup-steps` untimed steps of each
-candidate, and rounds: each round runs
+(`--same-process` runs both in this one: there, single tagjax steps right after PyTorch's took
+up to twice as long as before any PyTorch step, though the medians of 64 steps moved by under
+4%), and only one worker runs at a time. Compile times are measured apart (tagjax:
+`lower().compile()`; PyTorch: the first compiled call, less an eager step). Then
+`--warmup-steps` untimed steps of each candidate, and rounds: each round runs
 `--steps-per-round` steps of every candidate, the order rotating from round to round, so that a
 machine shared with other work slows all of them alike. The table gives the median step over all
 rounds, and the ratio PyTorch's best / tagjax (above 1: tagjax faster) as the median over rounds
@@ -580,8 +580,8 @@ def run_config(name: str, args) -> dict:
     parity = check_parity(quiet_model, variables, quiet_net, audio[0], labels[0])
     variables = jax.tree.map(np.asarray, variables)
 
-    # Each side in a process of its own (unless --same-process): in one process, tagjax's steps
-    # right after PyTorch's ran up to twice as long as before any PyTorch step.
+    # Each side in a process of its own (unless --same-process): in one process, single tagjax
+    # steps right after PyTorch's ran up to twice as long as before any PyTorch step.
     steps, compile_s, workers = {}, {}, []
     for side, build in _SIDES.items():
         if args.same_process:
