@@ -3,11 +3,14 @@
     python benchmarks/features.py                 # 16 clips x 29.1 s at 16 kHz, n_fft 512, hop 256
     python benchmarks/features.py --breakdown     # also: where the time goes, stage by stage
                                                   # (tagjax's and librosa's)
+    python benchmarks/features.py --same-process  # both sides in one process
 
-Each repeat gives every candidate a turn, in rotating order, so that a busy machine slows all of
-them alike; the table gives medians over repeats and the median of the per-repeat speed-ups over
-librosa. A turn is `--calls-per-turn` calls back to back (default 3): the first right after
-another candidate's turn, which on a machine whose cores idled meanwhile pays for waking a
+Each side runs in a worker process of its own (`--same-process`: both in this one, where after
+librosa's calls tagjax's log-mel took 43% longer, 22.9 against 16.0 ms), and each repeat gives
+every candidate a turn, in rotating order, so that a busy machine slows all of them alike;
+the table gives medians over repeats and the median of the per-repeat speed-ups over librosa.
+A turn is `--calls-per-turn` calls back to back (default 3): the first right after another
+candidate's turn, which on a machine whose cores idled meanwhile pays for waking a
 multithreaded runtime's threads (tagjax's XLA: about 45 against 60 ms after a 0.3 s sleep on
 a 2-core VM), the later ones in steady state, as over a data set. Both are reported.
 librosa runs twice per repeat: as installed (NumPy's BLAS with its default threads, which spin
@@ -30,6 +33,7 @@ import librosa
 import numpy as np
 from machine import cpu_description
 from threadpoolctl import threadpool_limits
+from workers import Worker
 
 import tagjax as tj
 from tagjax import huge_pages
@@ -65,21 +69,62 @@ def first_call_seconds(fn, x) -> float:
     return time.perf_counter() - start
 
 
-def interleaved_timings(candidates: dict, repeats: int,
+def _turn(fn, x, calls: int) -> list[float]:
+    """Seconds of each of `calls` calls `fn(x)` back to back."""
+    seconds = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        block(fn(x))
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def interleaved_timings(turns: dict, repeats: int,
                         calls_per_turn: int = 1) -> dict[str, np.ndarray]:
-    """Seconds per call, `(repeats, calls_per_turn)` for each candidate: each repeat runs every
-    candidate's turn of `calls_per_turn` calls back to back, the candidates in rotating order."""
-    names = list(candidates)
+    """Seconds per call, `(repeats, calls_per_turn)` for each candidate, `turns[name](calls)`
+    giving a turn's: each repeat runs every candidate's turn, the candidates in rotating order."""
+    names = list(turns)
     times = {name: np.zeros((repeats, calls_per_turn)) for name in names}
     for repeat in range(repeats):
         order = names[repeat % len(names):] + names[: repeat % len(names)]
         for name in order:
-            fn, x = candidates[name]
-            for call in range(calls_per_turn):
-                start = time.perf_counter()
-                block(fn(x))
-                times[name][repeat, call] = time.perf_counter() - start
+            times[name][repeat] = turns[name](calls_per_turn)
     return times
+
+
+def tagjax_functions(cfg):
+    """The jitted log-mel (`power_to_db(melspectrogram(...))`, the decibels taken in the loop
+    over clips) and MFCC of the batch."""
+    log_mel = jax.jit(lambda s: tj.features.log_melspectrogram(
+        s, cfg.sr, cfg.n_fft, cfg.hop_length, cfg.n_mels))
+    mfcc = jax.jit(lambda s: tj.features.mfcc(s, cfg.sr, cfg.n_mfcc, cfg.n_mels, cfg.n_fft,
+                                              cfg.hop_length))
+    return log_mel, mfcc
+
+
+def side_turns(side: str, cfg) -> tuple[dict, dict]:
+    """One side's ("tagjax" or "librosa") candidates on the batch, each called once untimed
+    (librosa's caches, the allocators), as `{name: turn(calls)}` (`_turn`); tagjax's compile
+    seconds (its first calls)."""
+    batch = make_batch(cfg.batch, cfg.seconds, cfg.sr)
+    compile_s = {}
+    if side == "tagjax":
+        x = jax.device_put(jnp.asarray(batch))
+        log_mel, mfcc = tagjax_functions(cfg)
+        compile_s = {"tagjax log-mel": first_call_seconds(log_mel, x),
+                     "tagjax mfcc": first_call_seconds(mfcc, x)}
+        candidates = {"tagjax log-mel": (log_mel, x), "tagjax mfcc": (mfcc, x)}
+    else:
+        candidates = {
+            "librosa log-mel": (lambda b: librosa_log_mel(b, cfg), batch),
+            "librosa log-mel 1t": (one_blas_thread(lambda b: librosa_log_mel(b, cfg)), batch),
+            "librosa mfcc": (lambda b: librosa_mfcc(b, cfg), batch),
+            "librosa mfcc 1t": (one_blas_thread(lambda b: librosa_mfcc(b, cfg)), batch),
+        }
+    for fn, arg in candidates.values():
+        block(fn(arg))
+    return {name: functools.partial(_turn, fn, arg) for name, (fn, arg) in candidates.items()}, \
+        compile_s
 
 
 def cell(value, width: int, digits: int) -> str:
@@ -181,6 +226,8 @@ def main():
     parser.add_argument("--calls-per-turn", dest="calls_per_turn", type=int, default=3,
                         help="calls of a candidate back to back in each repeat (>= 1)")
     parser.add_argument("--breakdown", action="store_true", help="time tagjax stage by stage")
+    parser.add_argument("--same-process", dest="same_process", action="store_true",
+                        help="run both sides in this process (by default each has its own)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results path")
     cfg = parser.parse_args()
     if cfg.calls_per_turn < 1 or cfg.repeats < 1:
@@ -188,13 +235,7 @@ def main():
 
     batch = make_batch(cfg.batch, cfg.seconds, cfg.sr)
     x = jax.device_put(jnp.asarray(batch))
-    # power_to_db(melspectrogram(...)), the decibels taken in the loop over clips.
-    log_mel = jax.jit(lambda s: tj.features.log_melspectrogram(
-        s, cfg.sr, cfg.n_fft, cfg.hop_length, cfg.n_mels))
-    mfcc = jax.jit(lambda s: tj.features.mfcc(s, cfg.sr, cfg.n_mfcc, cfg.n_mels, cfg.n_fft,
-                                              cfg.hop_length))
-    compile_s = {"tagjax log-mel": first_call_seconds(log_mel, x),
-                 "tagjax mfcc": first_call_seconds(mfcc, x)}
+    log_mel, mfcc = tagjax_functions(cfg)
 
     # Parity on this very batch (librosa in float64 as the reference).
     reference = librosa_log_mel(batch.astype(np.float64), cfg)
@@ -207,17 +248,21 @@ def main():
                                         / np.abs(reference_mfcc).max()),
     }
 
-    candidates = {
-        "librosa log-mel": (lambda b: librosa_log_mel(b, cfg), batch),
-        "librosa log-mel 1t": (one_blas_thread(lambda b: librosa_log_mel(b, cfg)), batch),
-        "tagjax log-mel": (log_mel, x),
-        "librosa mfcc": (lambda b: librosa_mfcc(b, cfg), batch),
-        "librosa mfcc 1t": (one_blas_thread(lambda b: librosa_mfcc(b, cfg)), batch),
-        "tagjax mfcc": (mfcc, x),
-    }
-    for fn, arg in candidates.values():  # warm-up (librosa's caches, allocators)
-        block(fn(arg))
-    times = interleaved_timings(candidates, cfg.repeats, cfg.calls_per_turn)
+    # Each side in a worker process of its own (`workers`), unless --same-process.
+    turns, compile_s, workers = {}, {}, []
+    for side in ("librosa", "tagjax"):
+        if cfg.same_process:
+            side_turn, side_compile_s = side_turns(side, cfg)
+            turns.update(side_turn)
+        else:
+            workers.append(Worker(side_turns, side, cfg))
+            turns.update({name: functools.partial(workers[-1].turn, name)
+                          for name in workers[-1].names})
+            side_compile_s = workers[-1].info
+        compile_s.update(side_compile_s)
+    times = interleaved_timings(turns, cfg.repeats, cfg.calls_per_turn)
+    for worker in workers:
+        worker.close()
     # Per repeat: the turn's first call, and the median of its later calls (steady state).
     first = {name: values[:, 0] for name, values in times.items()}
     steady = ({name: np.median(values[:, 1:], axis=1) for name, values in times.items()}
@@ -271,8 +316,9 @@ def main():
         stages = stage_functions(cfg)
         for fn in stages.values():
             block(fn(x))
-        stage_times = interleaved_timings({k: (fn, x) for k, fn in stages.items()}, cfg.repeats,
-                                          cfg.calls_per_turn)
+        stage_times = interleaved_timings(
+            {k: functools.partial(_turn, fn, x) for k, fn in stages.items()}, cfg.repeats,
+            cfg.calls_per_turn)
         breakdown, previous = [], 0.0
         print("\nwhere tagjax's log-mel time goes (pipeline cut after each stage, medians):")
         for name, values in stage_times.items():
@@ -282,8 +328,9 @@ def main():
             print(f"  {name:16s} {cumulative:8.1f} ms  (+{cumulative - previous:.1f})")
             previous = cumulative
         librosa_stages = librosa_stage_functions(cfg)
-        librosa_times = interleaved_timings({k: (fn, batch) for k, fn in librosa_stages.items()},
-                                            cfg.repeats, cfg.calls_per_turn)
+        librosa_times = interleaved_timings(
+            {k: functools.partial(_turn, fn, batch) for k, fn in librosa_stages.items()},
+            cfg.repeats, cfg.calls_per_turn)
         previous = 0.0
         print("\nlibrosa's log-mel, the same cuts (BLAS one thread, medians):")
         for name, values in librosa_times.items():
@@ -296,7 +343,8 @@ def main():
     result = dict(
         config=dict(batch=cfg.batch, seconds=cfg.seconds, sr=cfg.sr, n_fft=cfg.n_fft,
                     hop_length=cfg.hop_length, n_mels=cfg.n_mels, n_mfcc=cfg.n_mfcc,
-                    repeats=cfg.repeats, calls_per_turn=cfg.calls_per_turn),
+                    repeats=cfg.repeats, calls_per_turn=cfg.calls_per_turn,
+                    same_process=cfg.same_process),
         environment=dict(device=str(jax.devices()[0]), jax=jax.__version__,
                          librosa=librosa.__version__, numpy=np.__version__,
                          python=platform.python_version(), cpu=cpu_description(),

@@ -40,7 +40,6 @@ import copy
 import functools
 import itertools
 import json
-import multiprocessing
 import os
 import platform
 import statistics
@@ -55,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from machine import cpu_description
 from torch import nn
+from workers import Worker
 
 from tagjax import configs, huge_pages, train
 from tagjax.features import mel as tj_mel
@@ -528,36 +528,14 @@ def torch_candidates(name: str, args, variables, audio, labels) -> tuple[dict, d
 _SIDES = {"tagjax": tagjax_candidates, "torch": torch_candidates}
 
 
-def _serve(connection, side: str, name: str, args, variables, audio, labels) -> None:
-    """A worker process's loop: builds its side's candidates, warms each up, then answers
-    `(key, first, n)` with `_timed` of that candidate until it receives None."""
+def side_turns(side: str, name: str, args, variables, audio, labels) -> tuple[dict, dict]:
+    """One side's candidates, each warmed up by `--warmup-steps` untimed steps (its first steps
+    after compiling are slower: memory still being mapped, caches cold), as `{key: turn(first,
+    n)}` (`_timed`), and their compile times."""
     candidates, compile_s = _SIDES[side](name, args, variables, audio, labels)
     for candidate in candidates.values():
         _timed(candidate, 0, args.warmup_steps)
-    connection.send((list(candidates), compile_s))
-    while (request := connection.recv()) is not None:
-        key, first, n = request
-        connection.send(_timed(candidates[key], first, n))
-
-
-class _Worker:
-    """One side's candidates in a process of their own (`_serve`)."""
-
-    def __init__(self, side: str, name: str, args, variables, audio, labels):
-        context = multiprocessing.get_context("spawn")
-        self.connection, child = context.Pipe()
-        self.process = context.Process(target=_serve, daemon=True,
-                                       args=(child, side, name, args, variables, audio, labels))
-        self.process.start()
-        self.keys, self.compile_s = self.connection.recv()
-
-    def steps(self, key: str, first: int, n: int) -> tuple[list, list]:
-        self.connection.send((key, first, n))
-        return self.connection.recv()
-
-    def close(self) -> None:
-        self.connection.send(None)
-        self.process.join()
+    return {key: functools.partial(_timed, run) for key, run in candidates.items()}, compile_s
 
 
 def run_config(name: str, args) -> dict:
@@ -580,25 +558,18 @@ def run_config(name: str, args) -> dict:
     parity = check_parity(quiet_model, variables, quiet_net, audio[0], labels[0])
     variables = jax.tree.map(np.asarray, variables)
 
-    # Each side in a process of its own (unless --same-process): in one process, single tagjax
-    # steps right after PyTorch's ran up to twice as long as before any PyTorch step.
+    # Each side in a process of its own (`workers`), unless --same-process.
     steps, compile_s, workers = {}, {}, []
-    for side, build in _SIDES.items():
+    for side in _SIDES:
         if args.same_process:
-            candidates, side_compile_s = build(name, args, variables, audio, labels)
-            for key, candidate in candidates.items():
-                steps[key] = functools.partial(_timed, candidate)
-            compile_s.update(side_compile_s)
+            turns, side_compile_s = side_turns(side, name, args, variables, audio, labels)
+            steps.update(turns)
         else:
-            workers.append(_Worker(side, name, args, variables, audio, labels))
-            steps.update({key: functools.partial(workers[-1].steps, key)
-                          for key in workers[-1].keys})
-            compile_s.update(workers[-1].compile_s)
-    if args.same_process:
-        # Every candidate's first steps after its compilation are slower (memory still being
-        # mapped, caches cold): warm-up steps for each, untimed, before the timed rounds.
-        for run in steps.values():
-            run(0, args.warmup_steps)
+            workers.append(Worker(side_turns, side, name, args, variables, audio, labels))
+            steps.update({key: functools.partial(workers[-1].turn, key)
+                          for key in workers[-1].names})
+            side_compile_s = workers[-1].info
+        compile_s.update(side_compile_s)
     times = {key: [] for key in steps}
     cpu_times = {key: [] for key in steps}  # the CPU seconds of the candidate's process a step
     ratios = []
