@@ -364,8 +364,8 @@ def _tap_products(x, kernel, strides, padding, grad):
 def _tap_kernel_gradient(x, kernel, strides, padding, grad):
     """`_tap_products` of the batch's two halves, added. XLA copies each tap's pixels on one
     core; the halves' copies and products are independent, so it runs them side by side on
-    two (Choi's FCN step, batch 16: 184-188 -> 178-179 ms; `cnn_lstm`'s and `short_res`'s
-    within 1%)."""
+    two (Choi's FCN step, batch 16: 182.8-188.2 -> 175.4-179.4 ms in three alternated runs;
+    `cnn_lstm`'s and `short_res`'s within 1%)."""
     if x.shape[0] < 2:
         return _tap_products(x, kernel, strides, padding, grad)
     half = x.shape[0] // 2
@@ -498,7 +498,8 @@ def conv(x, kernel, strides, padding):
 # one pass (`forked_conv`). The short-chunk ResNet's strided conv1 and shortcut convolutions
 # (forward and both gradients, batch 16) measured 198.9 against 287.6 ms at 128 channels on a
 # 116 x 64 map, 44.2 against 51.3 at 256 on 29 x 16; with one input channel (its first block),
-# 98.6 against 59.5, slower.
+# 98.6 against 59.5, slower. No width between was measured: the limit is where XLA's CPU
+# backend starts handing convolutions to YNNPACK (over 16 input channels).
 _MAX_UNFORKED_CHANNELS = 16
 
 
