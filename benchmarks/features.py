@@ -33,7 +33,7 @@ import librosa
 import numpy as np
 from machine import cpu_description
 from threadpoolctl import threadpool_limits
-from workers import Worker
+from workers import start_sides
 
 import tagjax as tj
 from tagjax import huge_pages
@@ -248,18 +248,9 @@ def main():
                                         / np.abs(reference_mfcc).max()),
     }
 
-    # Each side in a worker process of its own (`workers`), unless --same-process.
-    turns, compile_s, workers = {}, {}, []
-    for side in ("librosa", "tagjax"):
-        if cfg.same_process:
-            side_turn, side_compile_s = side_turns(side, cfg)
-            turns.update(side_turn)
-        else:
-            workers.append(Worker(side_turns, side, cfg))
-            turns.update({name: functools.partial(workers[-1].turn, name)
-                          for name in workers[-1].names})
-            side_compile_s = workers[-1].info
-        compile_s.update(side_compile_s)
+    # Each side in a worker process of its own, unless --same-process.
+    turns, compile_s, workers = start_sides(side_turns, ("librosa", "tagjax"), cfg,
+                                            same_process=cfg.same_process)
     times = interleaved_timings(turns, cfg.repeats, cfg.calls_per_turn)
     for worker in workers:
         worker.close()

@@ -54,7 +54,7 @@ import torch
 import torch.nn.functional as F
 from machine import cpu_description
 from torch import nn
-from workers import Worker
+from workers import start_sides
 
 from tagjax import configs, huge_pages, train
 from tagjax.features import mel as tj_mel
@@ -558,18 +558,9 @@ def run_config(name: str, args) -> dict:
     parity = check_parity(quiet_model, variables, quiet_net, audio[0], labels[0])
     variables = jax.tree.map(np.asarray, variables)
 
-    # Each side in a process of its own (`workers`), unless --same-process.
-    steps, compile_s, workers = {}, {}, []
-    for side in _SIDES:
-        if args.same_process:
-            turns, side_compile_s = side_turns(side, name, args, variables, audio, labels)
-            steps.update(turns)
-        else:
-            workers.append(Worker(side_turns, side, name, args, variables, audio, labels))
-            steps.update({key: functools.partial(workers[-1].turn, key)
-                          for key in workers[-1].names})
-            side_compile_s = workers[-1].info
-        compile_s.update(side_compile_s)
+    # Each side in a process of its own, unless --same-process.
+    steps, compile_s, workers = start_sides(side_turns, _SIDES, name, args, variables, audio,
+                                            labels, same_process=args.same_process)
     times = {key: [] for key in steps}
     cpu_times = {key: [] for key in steps}  # the CPU seconds of the candidate's process a step
     ratios = []

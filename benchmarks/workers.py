@@ -6,6 +6,7 @@ long, through the allocator's and the caches' state that the other left behind. 
 of them, so each side runs alone in its process, and the parent alternates their turns.
 """
 
+import functools
 import multiprocessing
 
 
@@ -36,3 +37,21 @@ class Worker:
     def close(self) -> None:
         self.connection.send(None)
         self.process.join()
+
+
+def start_sides(build, sides, *args, same_process: bool = False) -> tuple[dict, dict, list]:
+    """`build(side, *args)` for each of `sides`, each in a `Worker` of its own (in this process
+    if `same_process`): `({name: turn(*call_args)}` of all sides, their infos merged, the
+    workers to `close` when done)."""
+    turns, info, workers = {}, {}, []
+    for side in sides:
+        if same_process:
+            side_turns, side_info = build(side, *args)
+        else:
+            workers.append(Worker(build, side, *args))
+            side_turns = {name: functools.partial(workers[-1].turn, name)
+                          for name in workers[-1].names}
+            side_info = workers[-1].info
+        turns.update(side_turns)
+        info.update(side_info)
+    return turns, info, workers

@@ -199,9 +199,9 @@ def test_given_initial_centroids_lloyd_follows_sklearn_step_by_step(algorithm, k
     # same assignment but for frames tied to float32 rounding between two centroids, and for every
     # cluster whose members agree, and that no such tie touches, the same new centroid (or the
     # same relocation when it is empty: a duplicated initial centroid empties one on the first
-    # step). Whole runs are not
-    # compared iteration for iteration: one such tie flips a label, and on another CPU the two
-    # trajectories (and their iteration counts) may part from there to different fixed points.
+    # step). Whole runs are not compared iteration for iteration: one such tie flips a label,
+    # and on another CPU the two trajectories (and their iteration counts) may part from there
+    # to different fixed points.
     # Silent frames repeat exactly, and which of equally distant duplicates an empty cluster
     # takes is arbitrary (scikit-learn takes them in `argpartition` order): a little noise
     # makes every relocation unique.
