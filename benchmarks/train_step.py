@@ -30,7 +30,13 @@ CONFIGS = ("cnn_lstm", "cnn_bof", "mfcc_lstm", "mfcc_bof", "fcn", "crnn", "short
 NUM_TAGS = 32  # the synth data set's
 
 
-def time_config(name: str, batch: int, repeats: int) -> dict:
+def compiled_step(name: str, batch: int):
+    """The trainer's jitted step of config `name` (`tagjax.train.make_train_step`), compiled.
+
+    Returns:
+      `(compiled, state, batches, compile_s, config)`: `compiled(state, batch) -> (state,
+      metrics)` donates its state; `batches` are two random batches at the config's crop length.
+    """
     config = configs.get(name)
     config.batch_size = batch
     model = train.tj_models.build(train._model_config(config, NUM_TAGS))
@@ -48,7 +54,11 @@ def time_config(name: str, batch: int, repeats: int) -> dict:
                for _ in range(2)]
     start = time.perf_counter()
     compiled = step.lower(state, batches[0]).compile()
-    compile_s = time.perf_counter() - start
+    return compiled, state, batches, time.perf_counter() - start, config
+
+
+def time_config(name: str, batch: int, repeats: int) -> dict:
+    compiled, state, batches, compile_s, config = compiled_step(name, batch)
     state, metrics = compiled(state, batches[0])  # warm-up
     jax.block_until_ready(metrics)
     times = []
