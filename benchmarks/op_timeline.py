@@ -1,5 +1,5 @@
-"""Where a config's training step spends its time, operation by operation, and where a core
-waits: a `jax.profiler` trace of the compiled step, read back.
+"""Where a config's training step spends its time, operation by operation: a `jax.profiler`
+trace of the compiled step, read back.
 
     python benchmarks/op_timeline.py [--config short_res] [--batch 16] [--steps 4] [--top 30]
         [--out benchmarks/results/op_timeline_<config>.json]
@@ -20,6 +20,12 @@ convolution or dot, an XLA dot, a loop fusion) the tables give:
 
 Then the same per layer, and the step's span against the time each worker thread spent in
 operations: on 2 cores a step bound by arithmetic keeps both near its span.
+
+What the trace does not show: XLA's matrix products (dot thunks: Eigen packing the operands for
+oneDNN's sgemm) return as soon as their work is queued, so their rows hold the launch alone
+(short_res's 18 kernel-gradient products of block 0's conv2, about 35 GFLOP, show 1 ms); the
+work itself runs on the worker threads under whichever operations are traced meanwhile, which
+then look slower than they are alone. `cpu_profile.py` (samples of every thread) sees it.
 """
 
 import argparse
