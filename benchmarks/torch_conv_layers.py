@@ -3,7 +3,7 @@ PyTorch at the same shapes: how much of the step's gap to PyTorch its convolutio
 
     pip install -e ".[bench-torch]" --extra-index-url https://download.pytorch.org/whl/cpu
     python benchmarks/torch_conv_layers.py [--configs cnn_lstm,short_res] [--batch 16]
-        [--rounds 5] [--calls-per-round 3] [--threads 2] [--out PATH.json]
+        [--rounds 5] [--calls-per-round 3] [--threads 2] [--same-process] [--out PATH.json]
 
 The layers are those of `torch_peer.py`'s networks (the same as tagjax's, layer for layer),
 found by running the PyTorch network once on a batch of the config's crops and recording each
@@ -17,13 +17,16 @@ it:
 - PyTorch: `F.conv2d` and `aten.convolution_backward` with one output each, NCHW as the peer
   network runs them (oneDNN's kernels; `torch.compile` calls the same ones for convolutions).
 
-Rounds alternate the two libraries (the order swapping from round to round) so that a shared
-machine slows both alike; medians over all calls. The table's totals add the layers' medians:
-set beside the two steps' times (`torch_peer.py`), they say how much of the difference is
-convolution arithmetic and how much the rest of the step.
+Each library runs in a worker process of its own (`--same-process`: both in this one), as in
+`torch_peer.py`: in one process each slows the other. Rounds alternate the two (the order
+swapping from round to round) so that a shared machine slows both alike; medians over all
+calls. The table's totals add the layers' medians: set beside the two steps' times
+(`torch_peer.py`), they say how much of the difference is convolution arithmetic and how much
+the rest of the step.
 """
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -37,12 +40,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch_peer import NUM_TAGS, TorchChoiCNN, environment, torch_model
+from workers import start_sides
 
 from tagjax import configs, huge_pages, train
 from tagjax.models import layers
 
 CONFIGS = ("cnn_lstm", "short_res")
 PASSES = ("forward", "input gradient", "kernel gradient")
+LIBRARIES = ("tagjax", "torch")
 DEFAULT_OUT = Path(__file__).parent / "results" / "torch_conv_layers.json"
 
 
@@ -130,23 +135,38 @@ def torch_passes(layer: dict, rng) -> dict:
             "kernel gradient": lambda: backward((False, True, False))}
 
 
-def time_layer(layer: dict, rounds: int, calls_per_round: int) -> dict:
-    """`{library: {pass: median ms}}` over alternating rounds."""
-    rng = np.random.default_rng(0)
-    candidates = {"tagjax": tagjax_passes(layer, rng), "torch": torch_passes(layer, rng)}
-    times = {library: {key: [] for key in PASSES} for library in candidates}
+def _timed_calls(call, n: int) -> list[float]:
+    """ms of each of `n` calls."""
+    times = []
     with torch.no_grad():
-        for library in candidates:  # warm-up: oneDNN builds its kernels on the first call
-            for call in candidates[library].values():
-                call()
-        for round_index in range(rounds):
-            order = list(candidates)[::-1 if round_index % 2 else 1]
-            for key in PASSES:
-                for library in order:
-                    for _ in range(calls_per_round):
-                        start = time.perf_counter()
-                        candidates[library][key]()
-                        times[library][key].append(1e3 * (time.perf_counter() - start))
+        for _ in range(n):
+            start = time.perf_counter()
+            call()
+            times.append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def side_turns(library: str, layer_list: list[dict], threads: int) -> tuple[dict, dict]:
+    """One library's passes of every layer, each called once (oneDNN builds its kernels on the
+    first call), as `{"layer index/pass": turn(n) -> [ms] * n}`."""
+    if library == "torch":
+        torch.set_num_threads(threads)
+    build = {"tagjax": tagjax_passes, "torch": torch_passes}[library]
+    turns = {}
+    for index, layer in enumerate(layer_list):
+        for key, call in build(layer, np.random.default_rng(index)).items():
+            _timed_calls(call, 1)
+            turns[f"{index}/{key}/{library}"] = functools.partial(_timed_calls, call)
+    return turns, {}
+
+
+def time_layer(turns: dict, index: int, rounds: int, calls_per_round: int) -> dict:
+    """`{library: {pass: median ms}}` of layer `index` over alternating rounds."""
+    times = {library: {key: [] for key in PASSES} for library in LIBRARIES}
+    for round_index in range(rounds):
+        for key in PASSES:
+            for library in LIBRARIES[::-1 if round_index % 2 else 1]:
+                times[library][key] += turns[f"{index}/{key}/{library}"](calls_per_round)
     return {library: {key: statistics.median(values) for key, values in passes.items()}
             for library, passes in times.items()}
 
@@ -159,6 +179,8 @@ def main(argv=None) -> None:
     parser.add_argument("--calls-per-round", dest="calls_per_round", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--same-process", dest="same_process", action="store_true",
+                        help="run both libraries in this process (by default each has its own)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -171,9 +193,13 @@ def main(argv=None) -> None:
         print(f"\n{name}\n{'layer':<26} {'input (N, C, H, W)':<20} {'out':>4} {'str':>3} "
               f"{'GFLOP':>6}{header}")
         print(f"{'':<62}" + "     tagjax  torch  ratio" * len(PASSES))
-        totals = {library: dict.fromkeys(PASSES, 0.0) for library in ("tagjax", "torch")}
-        for layer in conv_layers(name, args.batch):
-            ms = time_layer(layer, args.rounds, args.calls_per_round)
+        layer_list = conv_layers(name, args.batch)
+        # Each library in a process of its own, unless --same-process.
+        turns, _, workers = start_sides(side_turns, LIBRARIES, layer_list, args.threads,
+                                        same_process=args.same_process)
+        totals = {library: dict.fromkeys(PASSES, 0.0) for library in LIBRARIES}
+        for index, layer in enumerate(layer_list):
+            ms = time_layer(turns, index, args.rounds, args.calls_per_round)
             results.append(dict(config=name, **layer, gflop=gflop(layer), ms=ms))
             cells = "".join(f"{ms['tagjax'][key]:11.1f}{ms['torch'][key]:7.1f}"
                             f"{ms['torch'][key] / ms['tagjax'][key]:6.2f}x" for key in PASSES)
@@ -182,6 +208,8 @@ def main(argv=None) -> None:
             for library in totals:
                 for key in PASSES:
                     totals[library][key] += ms[library][key]
+        for worker in workers:
+            worker.close()
         cells = "".join(f"{totals['tagjax'][key]:11.1f}{totals['torch'][key]:7.1f}"
                         f"{totals['torch'][key] / totals['tagjax'][key]:6.2f}x" for key in PASSES)
         print(f"{'total':<62}{cells}")
@@ -195,7 +223,7 @@ def main(argv=None) -> None:
     args.out.write_text(json.dumps(dict(
         environment=environment(),
         settings=dict(batch=args.batch, rounds=args.rounds,
-                      calls_per_round=args.calls_per_round),
+                      calls_per_round=args.calls_per_round, same_process=args.same_process),
         results=results), indent=2))
     print(f"wrote {args.out}")
 
