@@ -27,7 +27,8 @@ from pathlib import Path
 
 from machine import cpu_description
 
-from tagjax import huge_pages
+from tagjax import configs, huge_pages
+from tagjax.usage import UsageError
 
 _WORKER_THREAD = "tf_XLAEigen"
 # (group, test on the symbol and the object it was sampled in), first match wins.
@@ -89,8 +90,9 @@ def profile(config: str, batch: int, steps: int, frequency: int) -> dict:
              "--steps", str(steps)], capture_output=True, text=True)
         marks = [line.split() for line in child.stdout.splitlines() if line.startswith("STEPS ")]
         if child.returncode != 0 or not marks:
+            last_line = (child.stderr.strip().splitlines() or ["no message"])[-1]
             raise SystemExit(f"perf record of the step failed (exit status {child.returncode}): "
-                             f"{child.stderr.strip().splitlines()[-1:] or 'no message'}")
+                             f"{last_line}")
         start, end = int(marks[0][1]), int(marks[0][2])
         rows = [row for row in samples(perf_data) if start <= row[1] <= end]
     worker = [row for row in rows if row[0].startswith(_WORKER_THREAD)]
@@ -127,6 +129,10 @@ def main(argv=None) -> None:
     if args.child:
         run_steps(args.config, args.batch, args.steps)
         return
+    try:
+        configs.get(args.config)
+    except UsageError as error:
+        raise SystemExit(str(error)) from None
     if shutil.which("perf") is None:
         raise SystemExit("this script samples with Linux perf: install it (Debian: apt install "
                          "linux-perf) and run it again")

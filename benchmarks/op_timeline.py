@@ -43,7 +43,8 @@ import jax
 from machine import cpu_description
 from train_step import compiled_step
 
-from tagjax import huge_pages
+from tagjax import configs, huge_pages
+from tagjax.usage import UsageError
 
 # Trace events that wrap operations rather than being one (the executor, the dispatch from
 # Python), and the wait of a YNNPACK call for its helper threads.
@@ -182,6 +183,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.top < 1:
         raise SystemExit("--steps and --top take a positive number")
+    try:
+        configs.get(args.config)
+    except UsageError as error:
+        raise SystemExit(str(error)) from None
     out = args.out or Path(__file__).parent / "results" / f"op_timeline_{args.config}.json"
     result = timeline(args.config, args.batch, args.steps)
 

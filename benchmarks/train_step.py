@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tagjax import configs, huge_pages, train
+from tagjax.usage import UsageError
 
 CONFIGS = ("cnn_lstm", "cnn_bof", "mfcc_lstm", "mfcc_bof", "fcn", "crnn", "short_res")
 NUM_TAGS = 32  # the synth data set's
@@ -82,6 +83,11 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "train_step.json"))
     args = parser.parse_args(argv)
+    try:
+        for name in args.configs.split(","):
+            configs.get(name)
+    except UsageError as error:
+        raise SystemExit(str(error)) from None
     rows = [time_config(name, args.batch, args.repeats) for name in args.configs.split(",")]
 
     pipeline_path = os.path.join(os.path.dirname(args.out), "input_pipeline.json")
