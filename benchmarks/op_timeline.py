@@ -190,12 +190,12 @@ def main(argv=None) -> None:
     out = args.out or Path(__file__).parent / "results" / f"op_timeline_{args.config}.json"
     result = timeline(args.config, args.batch, args.steps)
 
+    per_thread = ", ".join(f"{t:.1f}" for t in result["op_ms_per_thread"])
     print(f"{args.config}, batch {args.batch}: step {result['untraced_step_ms']:.1f} ms "
           f"untraced (CPU time {result['untraced_cpu_ms']:.1f} ms), {result['span_ms']:.1f} ms "
-          f"traced; ops on "
-          f"each worker thread " + ", ".join(f"{t:.1f}" for t in result["op_ms_per_thread"])
-          + f" ms; one thread alone in an op {result['alone_ms']:.1f} ms; YNNPACK callers "
-          f"waiting for helpers {result['ynn_wait_ms']:.1f} ms")
+          f"traced; ops on each worker thread {per_thread} ms; one thread alone in an op "
+          f"{result['alone_ms']:.1f} ms; YNNPACK callers waiting for helpers "
+          f"{result['ynn_wait_ms']:.1f} ms")
     print(f"\n{'wall ms':>8} {'alone ms':>8} {'calls':>5}  {'op':<28} {'kind':<12} layer")
     for row in result["ops"][:args.top]:
         print(f"{row['wall_ms']:8.1f} {row['alone_ms']:8.1f} {row['calls']:5d}  "
