@@ -101,9 +101,9 @@ def profile(config: str, batch: int, steps: int, frequency: int) -> dict:
     ms_per_sample = 1e3 / frequency / steps
     groups, symbols = collections.Counter(), collections.Counter()
     for _, _, sym, dso in worker:
-        groups[group_of(sym, dso)] += 1
-        jit = group_of(sym, dso).startswith("JIT")
-        symbols["(JIT code)" if jit else sym.split("(")[0][:90]] += 1
+        group = group_of(sym, dso)
+        groups[group] += 1
+        symbols["(JIT code)" if group.startswith("JIT") else sym.split("(")[0][:90]] += 1
     return dict(config=config, batch=batch, steps=steps, frequency_hz=frequency,
                 step_ms=(end - start) / 1e6 / steps,
                 worker_cpu_ms=len(worker) * ms_per_sample,
