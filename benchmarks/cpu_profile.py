@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 from machine import cpu_description
+from train_step import check_configs, compiled_step, timed_steps
 
-from tagjax import configs, huge_pages
-from tagjax.usage import UsageError
+from tagjax import huge_pages
 
 _WORKER_THREAD = "tf_XLAEigen"
 # (group, test on the symbol and the object it was sampled in), first match wins.
@@ -54,17 +54,10 @@ def group_of(sym: str, dso: str) -> str:
 
 def run_steps(config: str, batch: int, steps: int) -> None:
     """The child: compile and warm up, then print the wall-clock ns around `steps` steps."""
-    import jax
-    from train_step import compiled_step
-
     compiled, state, batches, _, _ = compiled_step(config, batch)
-    for i in range(3):
-        state, metrics = compiled(state, batches[i % 2])
-    jax.block_until_ready(metrics)
+    state, _, _ = timed_steps(compiled, state, batches, 3)
     start = time.time_ns()
-    for i in range(steps):
-        state, metrics = compiled(state, batches[i % 2])
-        jax.block_until_ready(metrics)
+    timed_steps(compiled, state, batches, steps)
     print(f"STEPS {start} {time.time_ns()}", flush=True)
 
 
@@ -129,10 +122,7 @@ def main(argv=None) -> None:
     if args.child:
         run_steps(args.config, args.batch, args.steps)
         return
-    try:
-        configs.get(args.config)
-    except UsageError as error:
-        raise SystemExit(str(error)) from None
+    check_configs([args.config])
     if shutil.which("perf") is None:
         raise SystemExit("this script samples with Linux perf: install it (Debian: apt install "
                          "linux-perf) and run it again")

@@ -33,7 +33,7 @@ import librosa
 import numpy as np
 from machine import cpu_description
 from threadpoolctl import threadpool_limits
-from workers import start_sides
+from workers import start_sides, timed_calls
 
 import tagjax as tj
 from tagjax import huge_pages
@@ -70,13 +70,8 @@ def first_call_seconds(fn, x) -> float:
 
 
 def _turn(fn, x, calls: int) -> list[float]:
-    """Seconds of each of `calls` calls `fn(x)` back to back."""
-    seconds = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        block(fn(x))
-        seconds.append(time.perf_counter() - start)
-    return seconds
+    """Seconds of each of `calls` calls `fn(x)` back to back, each waited for."""
+    return timed_calls(lambda: block(fn(x)), calls)
 
 
 def interleaved_timings(turns: dict, repeats: int,

@@ -36,15 +36,13 @@ import os
 import re
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import jax
 from machine import cpu_description
-from train_step import compiled_step
+from train_step import check_configs, compiled_step, timed_steps
 
-from tagjax import configs, huge_pages
-from tagjax.usage import UsageError
+from tagjax import huge_pages
 
 # Trace events that wrap operations rather than being one (the executor, the dispatch from
 # Python), and the wait of a YNNPACK call for its helper threads.
@@ -116,16 +114,8 @@ def timeline(config: str, batch: int, steps: int, warmup: int = 5) -> dict:
     """Time `steps` steps of `config` after `warmup`, then trace as many; per-step figures in
     ms."""
     compiled, state, batches, _, _ = compiled_step(config, batch)
-    for i in range(warmup):
-        state, metrics = compiled(state, batches[i % 2])
-    jax.block_until_ready(metrics)
-    untraced, cpu = [], []
-    for i in range(steps):
-        start, cpu_start = time.perf_counter(), time.process_time()
-        state, metrics = compiled(state, batches[i % 2])
-        jax.block_until_ready(metrics)
-        untraced.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - cpu_start)
+    state, _, _ = timed_steps(compiled, state, batches, warmup)
+    state, untraced, cpu = timed_steps(compiled, state, batches, steps)
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir):
             for i in range(steps):
@@ -183,10 +173,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.top < 1:
         raise SystemExit("--steps and --top take a positive number")
-    try:
-        configs.get(args.config)
-    except UsageError as error:
-        raise SystemExit(str(error)) from None
+    check_configs([args.config])
     out = args.out or Path(__file__).parent / "results" / f"op_timeline_{args.config}.json"
     result = timeline(args.config, args.batch, args.steps)
 

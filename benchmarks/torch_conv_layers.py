@@ -30,7 +30,6 @@ import functools
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 
 import jax
@@ -40,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch_peer import NUM_TAGS, TorchChoiCNN, environment, torch_model
-from workers import start_sides
+from workers import start_sides, timed_calls
 
 from tagjax import configs, huge_pages, train
 from tagjax.models import layers
@@ -135,15 +134,10 @@ def torch_passes(layer: dict, rng) -> dict:
             "kernel gradient": lambda: backward((False, True, False))}
 
 
-def _timed_calls(call, n: int) -> list[float]:
-    """ms of each of `n` calls."""
-    times = []
+def _timed_ms(call, n: int) -> list[float]:
+    """ms of each of `n` calls (`workers.timed_calls`), autograd off."""
     with torch.no_grad():
-        for _ in range(n):
-            start = time.perf_counter()
-            call()
-            times.append(1e3 * (time.perf_counter() - start))
-    return times
+        return [1e3 * seconds for seconds in timed_calls(call, n)]
 
 
 def side_turns(library: str, layer_list: list[dict], threads: int) -> tuple[dict, dict]:
@@ -155,8 +149,8 @@ def side_turns(library: str, layer_list: list[dict], threads: int) -> tuple[dict
     turns = {}
     for index, layer in enumerate(layer_list):
         for key, call in build(layer, np.random.default_rng(index)).items():
-            _timed_calls(call, 1)
-            turns[f"{index}/{key}/{library}"] = functools.partial(_timed_calls, call)
+            _timed_ms(call, 1)
+            turns[f"{index}/{key}/{library}"] = functools.partial(_timed_ms, call)
     return turns, {}
 
 

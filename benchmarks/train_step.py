@@ -58,16 +58,35 @@ def compiled_step(name: str, batch: int):
     return compiled, state, batches, time.perf_counter() - start, config
 
 
-def time_config(name: str, batch: int, repeats: int) -> dict:
-    compiled, state, batches, compile_s, config = compiled_step(name, batch)
-    state, metrics = compiled(state, batches[0])  # warm-up
-    jax.block_until_ready(metrics)
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
+def timed_steps(compiled, state, batches, n: int):
+    """Steps 0 to n - 1 of `compiled_step`'s `compiled`, step `i` on `batches[i % 2]`.
+
+    Returns:
+      `(state, wall seconds, CPU seconds)` (every thread of this process), a step each.
+    """
+    times, cpu_times = [], []
+    for i in range(n):
+        start, cpu_start = time.perf_counter(), time.process_time()
         state, metrics = compiled(state, batches[i % 2])
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+    return state, times, cpu_times
+
+
+def check_configs(names) -> None:
+    """Exits with `tagjax.configs.get`'s one-line message for a name it does not know."""
+    try:
+        for name in names:
+            configs.get(name)
+    except UsageError as error:
+        raise SystemExit(str(error)) from None
+
+
+def time_config(name: str, batch: int, repeats: int) -> dict:
+    compiled, state, batches, compile_s, config = compiled_step(name, batch)
+    state, _, _ = timed_steps(compiled, state, batches, 1)  # warm-up
+    state, times, _ = timed_steps(compiled, state, batches, repeats)
     median = statistics.median(times)
     return {"config": name, "batch": batch, "crop_seconds": config.crop_seconds,
             "compile_s": compile_s, "step_ms": 1000 * median,
@@ -83,11 +102,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                       "train_step.json"))
     args = parser.parse_args(argv)
-    try:
-        for name in args.configs.split(","):
-            configs.get(name)
-    except UsageError as error:
-        raise SystemExit(str(error)) from None
+    check_configs(args.configs.split(","))
     rows = [time_config(name, args.batch, args.repeats) for name in args.configs.split(",")]
 
     pipeline_path = os.path.join(os.path.dirname(args.out), "input_pipeline.json")

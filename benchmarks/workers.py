@@ -8,6 +8,7 @@ of them, so each side runs alone in its process, and the parent alternates their
 
 import functools
 import multiprocessing
+import time
 
 
 def _serve(connection, build, args) -> None:
@@ -55,3 +56,13 @@ def start_sides(build, sides, *args, same_process: bool = False) -> tuple[dict, 
         turns.update(side_turns)
         info.update(side_info)
     return turns, info, workers
+
+
+def timed_calls(call, n: int) -> list[float]:
+    """Seconds of each of `n` calls `call()` back to back: a candidate's turn."""
+    seconds = []
+    for _ in range(n):
+        start = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - start)
+    return seconds
