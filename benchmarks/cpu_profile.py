@@ -28,7 +28,7 @@ from pathlib import Path
 from machine import cpu_description
 from train_step import check_configs, compiled_step, timed_steps
 
-from tagjax import huge_pages
+from tagjax import allocator
 
 _WORKER_THREAD = "tf_XLAEigen"
 # (group, test on the symbol and the object it was sampled in), first match wins.
@@ -141,13 +141,13 @@ def main(argv=None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(
         environment=dict(cpu=cpu_description(), cpus=os.cpu_count(),
-                         glibc_tunables=os.environ.get("GLIBC_TUNABLES", "")),
+                         allocator=allocator.in_effect()),
         **result), indent=2))
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    # The step runs with its large buffers on huge pages, as tagjax's commands do (the child
-    # inherits the tunable).
-    huge_pages.reexecute_with_huge_pages()
+    # The step runs under the allocator of tagjax's commands (tagjax/allocator.py; the child
+    # inherits its environment).
+    allocator.reexecute()
     main()

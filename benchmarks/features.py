@@ -36,7 +36,7 @@ from threadpoolctl import threadpool_limits
 from workers import start_sides, timed_calls
 
 import tagjax as tj
-from tagjax import huge_pages
+from tagjax import allocator
 from tagjax.features import mel as tj_mel
 from tagjax.features import spectral as tj_spectral
 
@@ -336,7 +336,7 @@ def main():
                          python=platform.python_version(), cpu=cpu_description(),
                          cpus=os.cpu_count(),
                          load_average=os.getloadavg()[0],
-                         glibc_tunables=os.environ.get("GLIBC_TUNABLES", "")),
+                         allocator=allocator.in_effect()),
         results=rows, speedup_vs_librosa=speedups, steady_speedup_vs_librosa=steady_speedups,
         parity=parity, breakdown=breakdown)
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
@@ -345,6 +345,6 @@ def main():
 
 
 if __name__ == "__main__":
-    # Both sides run with their large buffers on huge pages, as tagjax's commands do.
-    huge_pages.reexecute_with_huge_pages()
+    # Both sides run under the allocator of tagjax's commands (tagjax/allocator.py).
+    allocator.reexecute()
     main()

@@ -463,7 +463,7 @@ def driver(args) -> None:
         ),
         gpu="none lent in this run: CPU only",
         openblas_num_threads=args.blas_threads or os.environ.get("OPENBLAS_NUM_THREADS"),
-        glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""),
+        allocator=allocator.in_effect(),
     )
     if args.chunk_sweep:
         sweep = run_in_subprocess("chunk-sweep", args, 0)
@@ -528,8 +528,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from tagjax import huge_pages
+    from tagjax import allocator
 
-    # Both sides (each method's subprocess inherits it) on huge pages, as tagjax's commands.
-    huge_pages.reexecute_with_huge_pages()
+    # Both sides (each method's subprocess inherits it) under the allocator of tagjax's commands.
+    allocator.reexecute()
     main()

@@ -42,7 +42,7 @@ import jax
 from machine import cpu_description
 from train_step import check_configs, compiled_step, timed_steps
 
-from tagjax import huge_pages
+from tagjax import allocator
 
 # Trace events that wrap operations rather than being one (the executor, the dispatch from
 # Python), and the wait of a YNNPACK call for its helper threads.
@@ -194,14 +194,14 @@ def main(argv=None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(
         environment=dict(cpu=cpu_description(), cpus=os.cpu_count(), jax=jax.__version__,
-                         glibc_tunables=os.environ.get("GLIBC_TUNABLES", "")),
+                         allocator=allocator.in_effect()),
         **result), indent=2))
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    # The step runs with its large buffers on huge pages, as tagjax's commands do: without them
-    # page faults dominate some operations (an XLA convolution of short_res took 209 ms instead
-    # of 10).
-    huge_pages.reexecute_with_huge_pages()
+    # The step runs under the allocator of tagjax's commands (tagjax/allocator.py): with glibc's
+    # defaults page faults dominate some operations (an XLA convolution of short_res took 209
+    # ms instead of 10).
+    allocator.reexecute()
     main()

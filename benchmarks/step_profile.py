@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tagjax import configs, huge_pages, train
+from tagjax import allocator, configs, train
 from tagjax.models import cnn, layers, summaries
 
 NUM_TAGS = 32
@@ -222,12 +222,12 @@ def main(argv=None) -> None:
                                         parts_ms=part_ms, xla_cost=costs, lstm_step_ms=lstm,
                                         cnn_layers_step_ms=cnn_layers,
                                         load_average=os.getloadavg()[0],
-                                        glibc_tunables=os.environ.get("GLIBC_TUNABLES", "")),
+                                        allocator=allocator.in_effect()),
                                    indent=2))
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    # Both sides run with their large buffers on huge pages, as tagjax's commands do.
-    huge_pages.reexecute_with_huge_pages()
+    # Both sides run under the allocator of tagjax's commands (tagjax/allocator.py).
+    allocator.reexecute()
     main()

@@ -17,6 +17,10 @@ it:
 - PyTorch: `F.conv2d` and `aten.convolution_backward` with one output each, NCHW as the peer
   network runs them (oneDNN's kernels; `torch.compile` calls the same ones for convolutions).
 
+Where the model computes two convolutions of one input in one pass (`layers.forked_conv`: a
+downsampling block's `conv1` and `conv_shortcut`), they are one row, `conv1 + conv_shortcut`:
+tagjax's forked convolution against PyTorch's two operators one after the other.
+
 Each library runs in a worker process of its own (`--same-process`: both in this one), as in
 `torch_peer.py`: in one process each slows the other. Rounds alternate the two (the order
 swapping from round to round) so that a shared machine slows both alike; medians over all
@@ -41,18 +45,20 @@ from torch import nn
 from torch_peer import NUM_TAGS, TorchChoiCNN, environment, torch_model
 from workers import start_sides, timed_calls
 
-from tagjax import configs, huge_pages, train
+from tagjax import allocator, configs, train
 from tagjax.models import layers
 
 CONFIGS = ("cnn_lstm", "short_res")
 PASSES = ("forward", "input gradient", "kernel gradient")
 LIBRARIES = ("tagjax", "torch")
 DEFAULT_OUT = Path(__file__).parent / "results" / "torch_conv_layers.json"
+NAME_WIDTH = 40  # "frontend.blocks.1.conv1 + conv_shortcut"
 
 
 def conv_layers(name: str, batch: int) -> list[dict]:
-    """`[{name, input (N, C, H, W), features, kernel, stride, padding, single_channel}]`, every
-    convolution of config `name`'s network in the order the forward pass runs them."""
+    """`[{name, input (N, C, H, W), features, parts, kernel, stride, padding, single_channel}]`,
+    every convolution of config `name`'s network in the order the forward pass runs them; the
+    ones the model forks (`_fork`) as one, `parts` their output channels apart."""
     config = configs.get(name)
     model = train.tj_models.build(train._model_config(config, NUM_TAGS))
     net = torch_model(model).eval()
@@ -61,7 +67,9 @@ def conv_layers(name: str, batch: int) -> list[dict]:
 
     def record(module, inputs, output):
         found.append(dict(name=names[module], input=tuple(inputs[0].shape),
-                          features=module.out_channels, kernel=tuple(module.kernel_size),
+                          # Kept until _fork, so that no later input takes its id.
+                          input_tensor=inputs[0], features=module.out_channels,
+                          parts=(module.out_channels,), kernel=tuple(module.kernel_size),
                           stride=tuple(module.stride), padding=tuple(module.padding),
                           # Choi's CNNs give their one-channel first layer its own gradient.
                           single_channel=(isinstance(net.frontend, TorchChoiCNN)
@@ -74,7 +82,25 @@ def conv_layers(name: str, batch: int) -> list[dict]:
         net(audio)
     for hook in hooks:
         hook.remove()
-    return found
+    return _fork(found)
+
+
+def _fork(found: list[dict]) -> list[dict]:
+    """`found` with the convolutions that read one input through one window, as `forked_conv`
+    computes them (over `layers._MAX_UNFORKED_CHANNELS` input channels), merged into the first
+    of them: named "first + second's last part", `features` added, `parts` kept apart."""
+    kept, first_of = [], {}
+    for layer in found:
+        key = (id(layer.pop("input_tensor")), layer["kernel"], layer["stride"], layer["padding"])
+        first = first_of.get(key)
+        if first is None or layer["input"][1] <= layers._MAX_UNFORKED_CHANNELS:
+            first_of[key] = layer
+            kept.append(layer)
+        else:
+            first.update(name=f"{first['name']} + {layer['name'].rsplit('.', 1)[-1]}",
+                         features=first["features"] + layer["features"],
+                         parts=first["parts"] + layer["parts"])
+    return kept
 
 
 def gflop(layer: dict) -> float:
@@ -91,15 +117,19 @@ def tagjax_passes(layer: dict, rng) -> dict:
     (kh, kw), stride = layer["kernel"], layer["stride"]
     padding = tuple((p, p) for p in layer["padding"])
     if layer["single_channel"]:
-        def conv(x, k):
-            return layers.single_channel_conv(x, k, padding)
+        def conv(x, kernels):
+            return (layers.single_channel_conv(x, kernels[0], padding),)
+    elif len(layer["parts"]) > 1:
+        def conv(x, kernels):
+            return layers.forked_conv(x, kernels, stride, padding)
     else:
-        def conv(x, k):
-            return layers.conv(x, k, stride, padding)
+        def conv(x, kernels):
+            return (layers.conv(x, kernels[0], stride, padding),)
     x = jnp.asarray(rng.standard_normal((n, h, w, c)), jnp.float32)
-    k = jnp.asarray(rng.standard_normal((kh, kw, c, layer["features"])) / np.sqrt(kh * kw * c),
-                    jnp.float32)
-    g = jnp.asarray(rng.standard_normal(jax.eval_shape(conv, x, k).shape), jnp.float32)
+    k = tuple(jnp.asarray(rng.standard_normal((kh, kw, c, features)) / np.sqrt(kh * kw * c),
+                          jnp.float32) for features in layer["parts"])
+    g = tuple(jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+              for y in jax.eval_shape(conv, x, k))
     programs = {
         "forward": (jax.jit(conv), (x, k)),
         "input gradient": (jax.jit(lambda x, k, g: jax.vjp(lambda x: conv(x, k), x)[1](g)[0]),
@@ -116,20 +146,26 @@ def tagjax_passes(layer: dict, rng) -> dict:
 
 
 def torch_passes(layer: dict, rng) -> dict:
-    """`{pass: () -> None}`, each the ATen operator the PyTorch step calls, on NCHW arrays."""
+    """`{pass: () -> None}`, each the ATen operators the PyTorch step calls (one per part), on
+    NCHW arrays."""
     n, c, h, w = layer["input"]
     (kh, kw), stride, padding = layer["kernel"], layer["stride"], layer["padding"]
     x = torch.from_numpy(rng.standard_normal((n, c, h, w)).astype(np.float32))
-    k = torch.from_numpy((rng.standard_normal((layer["features"], c, kh, kw))
-                          / np.sqrt(kh * kw * c)).astype(np.float32))
+    kernels = [torch.from_numpy((rng.standard_normal((features, c, kh, kw))
+                                 / np.sqrt(kh * kw * c)).astype(np.float32))
+               for features in layer["parts"]]
     with torch.no_grad():
-        g = torch.randn_like(F.conv2d(x, k, None, stride, padding))
+        grads = [torch.randn_like(F.conv2d(x, k, None, stride, padding)) for k in kernels]
+
+    def forward():
+        return [F.conv2d(x, k, None, stride, padding) for k in kernels]
 
     def backward(mask):
-        return torch.ops.aten.convolution_backward(g, x, k, None, stride, padding, (1, 1), False,
-                                                   (0, 0), 1, mask)
+        return [torch.ops.aten.convolution_backward(g, x, k, None, stride, padding, (1, 1),
+                                                    False, (0, 0), 1, mask)
+                for g, k in zip(grads, kernels, strict=True)]
 
-    return {"forward": lambda: F.conv2d(x, k, None, stride, padding),
+    return {"forward": forward,
             "input gradient": lambda: backward((True, False, False)),
             "kernel gradient": lambda: backward((False, True, False))}
 
@@ -184,9 +220,9 @@ def main(argv=None) -> None:
           f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
     header = "".join(f"{key:>26}" for key in PASSES)
     for name in args.configs.split(","):
-        print(f"\n{name}\n{'layer':<26} {'input (N, C, H, W)':<20} {'out':>4} {'str':>3} "
+        print(f"\n{name}\n{'layer':<{NAME_WIDTH}} {'input (N, C, H, W)':<20} {'out':>4} {'str':>3} "
               f"{'GFLOP':>6}{header}")
-        print(f"{'':<62}" + "     tagjax  torch  ratio" * len(PASSES))
+        print(f"{'':<{NAME_WIDTH + 36}}" + "     tagjax  torch  ratio" * len(PASSES))
         layer_list = conv_layers(name, args.batch)
         # Each library in a process of its own, unless --same-process.
         turns, _, workers = start_sides(side_turns, LIBRARIES, layer_list, args.threads,
@@ -197,7 +233,7 @@ def main(argv=None) -> None:
             results.append(dict(config=name, **layer, gflop=gflop(layer), ms=ms))
             cells = "".join(f"{ms['tagjax'][key]:11.1f}{ms['torch'][key]:7.1f}"
                             f"{ms['torch'][key] / ms['tagjax'][key]:6.2f}x" for key in PASSES)
-            print(f"{layer['name']:<26} {layer['input']!s:<20} {layer['features']:>4} "
+            print(f"{layer['name']:<{NAME_WIDTH}} {layer['input']!s:<20} {layer['features']:>4} "
                   f"{layer['stride'][0]:>3} {gflop(layer):6.2f}{cells}", flush=True)
             for library in totals:
                 for key in PASSES:
@@ -206,7 +242,7 @@ def main(argv=None) -> None:
             worker.close()
         cells = "".join(f"{totals['tagjax'][key]:11.1f}{totals['torch'][key]:7.1f}"
                         f"{totals['torch'][key] / totals['tagjax'][key]:6.2f}x" for key in PASSES)
-        print(f"{'total':<62}{cells}")
+        print(f"{'total':<{NAME_WIDTH + 36}}{cells}")
         all_passes = {library: sum(values.values()) for library, values in totals.items()}
         print(f"all passes of all layers: tagjax {all_passes['tagjax']:.1f} ms, PyTorch "
               f"{all_passes['torch']:.1f} ms (tagjax - PyTorch: "
@@ -223,6 +259,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    # Both sides run with their large buffers on huge pages, as tagjax's commands do.
-    huge_pages.reexecute_with_huge_pages()
+    # Both sides run under the allocator of tagjax's commands (tagjax/allocator.py).
+    allocator.reexecute()
     main()

@@ -56,7 +56,7 @@ from machine import cpu_description
 from torch import nn
 from workers import start_sides
 
-from tagjax import configs, huge_pages, train
+from tagjax import allocator, configs, train
 from tagjax.features import mel as tj_mel
 from tagjax.features import spectral as tj_spectral
 from tagjax.models import cnn as tj_cnn
@@ -596,7 +596,7 @@ def environment() -> dict:
                 torch_threads=torch.get_num_threads(), jax=jax.__version__,
                 torch=torch.__version__, device=str(jax.devices()[0]),
                 load_average=os.getloadavg()[0],
-                glibc_tunables=os.environ.get("GLIBC_TUNABLES", ""))
+                allocator=allocator.in_effect())
 
 
 def main(argv=None) -> None:
@@ -659,6 +659,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    # Both sides run with their large buffers on huge pages, as tagjax's commands do.
-    huge_pages.reexecute_with_huge_pages()
+    # Both sides run under the allocator of tagjax's commands (tagjax/allocator.py).
+    allocator.reexecute()
     main()

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tagjax import configs, huge_pages, train
+from tagjax import allocator, configs, train
 from tagjax.usage import UsageError
 
 CONFIGS = ("cnn_lstm", "cnn_bof", "mfcc_lstm", "mfcc_bof", "fcn", "crnn", "short_res")
@@ -128,13 +128,13 @@ def main(argv=None) -> None:
     with open(args.out, "w") as f:
         json.dump({"device": str(device), "platform": platform.platform(),
                    "cpus": os.cpu_count(), "jax": jax.__version__,
-                   "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+                   "allocator": allocator.in_effect(),
                    "slowest_pipeline_clips_per_second": pipeline_rate, "results": rows}, f,
                   indent=2)
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    # Both sides run with their large buffers on huge pages, as tagjax's commands do.
-    huge_pages.reexecute_with_huge_pages()
+    # Both sides run under the allocator of tagjax's commands (tagjax/allocator.py).
+    allocator.reexecute()
     main()

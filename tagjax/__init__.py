@@ -9,13 +9,13 @@ command lines answer `--help` (and refuse a mistake) without them.
 import importlib
 import sys
 
-from tagjax import huge_pages
+from tagjax import allocator
 
 __version__ = "0.1.0"
 
-# A command starts with its buffers on huge pages (tagjax/huge_pages.py), before importing JAX.
-if huge_pages.is_a_tagjax_command(sys.orig_argv):
-    huge_pages.reexecute_with_huge_pages()
+# A command starts under its memory allocator (tagjax/allocator.py), before importing JAX.
+if allocator.is_a_tagjax_command(sys.orig_argv):
+    allocator.reexecute()
 
 _LAZY_SUBMODULES = ("features", "data", "models", "metrics")
 _LAZY_ATTRIBUTES = {"Tagger": "tagjax.tag"}
