@@ -442,6 +442,37 @@ def test_recurrent_summary_matches_numpy(summary, layer_fn, pool):
     np.testing.assert_allclose(got, h[:, -1], rtol=1e-5, atol=1e-5)
 
 
+def test_lstm_gradients_are_flax_optimized_lstm_cells():
+    """`lstm_recurrence`'s own VJP (kernel and bias gradients after the loop): the gradients of
+    the whole stack equal autodiff through Flax's `OptimizedLSTMCell`, in float64."""
+    hidden, num_layers = 6, 2
+    module = tjm.LSTMSummary(hidden=hidden, num_layers=num_layers)
+    with jax.enable_x64(True):
+        x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 9, 4)))
+        variables = jax.tree_util.tree_map(
+            lambda leaf: jnp.asarray(leaf, jnp.float64),
+            _random_params(module.init(jax.random.key(0), x), seed=1))
+
+        def flax_stack(variables, x):
+            for layer in range(num_layers):
+                cell = flax.linen.OptimizedLSTMCell(hidden, dtype=jnp.float64,
+                                                    param_dtype=jnp.float64)
+                x = flax.linen.RNN(cell).apply(
+                    {"params": {"cell": variables["params"][f"layer{layer}"]}}, x)
+            return x[:, -1]
+
+        def loss(fn):
+            # Weighted, so that every hidden unit's gradient differs.
+            return lambda v, x: jnp.sum(jnp.sin(fn(v, x)) * jnp.arange(1.0, hidden + 1))
+
+        got = jax.grad(loss(module.apply), argnums=(0, 1))(variables, x)
+        want = jax.grad(loss(flax_stack), argnums=(0, 1))(variables, x)
+    # float64 rounding of the same sums in another order.
+    for got_leaf, want_leaf in zip(jax.tree_util.tree_leaves(got),
+                                   jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-10, atol=1e-12)
+
+
 def test_pooling_summaries():
     x = np.random.default_rng(0).standard_normal((2, 5, 3)).astype(np.float32)
     np.testing.assert_allclose(tjm.MeanPool().apply({}, x), x.mean(1), rtol=1e-6)

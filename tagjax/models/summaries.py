@@ -5,7 +5,10 @@ training frames and then frozen), a recurrent network read sequence-to-one, or p
 `none` passes on the clip vector of a front end that already pools over time.
 """
 
+import functools
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from flax.linen import initializers
 from flax.linen.recurrent import DenseParams
@@ -121,6 +124,68 @@ class _LSTMLayerParams(nn.Module):
                 jnp.concatenate(biases))
 
 
+def _lstm_scan(input_part, hidden_kernel, bias, unroll, keep_states):
+    """`lstm_recurrence`'s loop; with `keep_states`, also every step's cell state and gates."""
+    zeros = jnp.zeros((input_part.shape[1], hidden_kernel.shape[0]),
+                      jnp.result_type(input_part, hidden_kernel))
+
+    def step(carry, input_t):
+        c, h = carry
+        i, f, g, o = jnp.split((h @ hidden_kernel + bias) + input_t, 4, axis=-1)
+        i, f, g, o = nn.sigmoid(i), nn.sigmoid(f), jnp.tanh(g), nn.sigmoid(o)
+        c = f * c + i * g
+        h = o * jnp.tanh(c)
+        return (c, h), ((h, c, jnp.concatenate([i, f, g, o], axis=-1)) if keep_states else h)
+
+    return lax.scan(step, (zeros, zeros), input_part, unroll=unroll)[1]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def lstm_recurrence(input_part, hidden_kernel, bias, unroll=1):
+    """`OptimizedLSTMCell`'s recurrence from a zero state, with the input's part of the gates
+    given: `input_part` `(frames, batch, 4 hidden)` (x W_x, gates i, f, g, o), `hidden_kernel`
+    `(hidden, 4 hidden)`, `bias` `(4 hidden,)` -> the hidden states `(frames, batch, hidden)`.
+
+    Its VJP runs the loop backward for the states' gradients alone and takes the kernel's and
+    the bias's after it, in one product over all steps: autodiff of the loop adds a `(hidden, 4
+    hidden)` product into the kernel's gradient at every step."""
+    return _lstm_scan(input_part, hidden_kernel, bias, unroll, keep_states=False)
+
+
+def _lstm_recurrence_fwd(input_part, hidden_kernel, bias, unroll):
+    hs, cs, gates = _lstm_scan(input_part, hidden_kernel, bias, unroll, keep_states=True)
+    return hs, (hs, cs, gates, hidden_kernel)
+
+
+def _lstm_recurrence_bwd(unroll, residuals, hs_grad):
+    hs, cs, gates, hidden_kernel = residuals
+    zeros = jnp.zeros_like(hs[:1])
+    previous_cs = jnp.concatenate([zeros, cs[:-1]])
+
+    def step(carry, inputs):
+        h_grad, c_grad = carry  # from the later steps
+        h_grad_t, previous_c, c, gates_t = inputs
+        i, f, g, o = jnp.split(gates_t, 4, axis=-1)
+        tanh_c = jnp.tanh(c)
+        h_grad = h_grad + h_grad_t
+        c_grad = c_grad + h_grad * o * (1 - tanh_c * tanh_c)
+        # The gradient of the gates before their nonlinearities.
+        gates_grad = jnp.concatenate([c_grad * g * i * (1 - i),
+                                      c_grad * previous_c * f * (1 - f),
+                                      c_grad * i * (1 - g * g),
+                                      h_grad * tanh_c * o * (1 - o)], axis=-1)
+        return (gates_grad @ hidden_kernel.T, c_grad * f), gates_grad
+
+    _, gates_grads = lax.scan(step, (zeros[0], zeros[0]), (hs_grad, previous_cs, cs, gates),
+                              reverse=True, unroll=unroll)
+    previous_hs = jnp.concatenate([zeros, hs[:-1]])
+    kernel_grad = jnp.einsum("tbh,tbg->hg", previous_hs, gates_grads)
+    return gates_grads, kernel_grad, gates_grads.sum(axis=(0, 1))
+
+
+lstm_recurrence.defvjp(_lstm_recurrence_fwd, _lstm_recurrence_bwd)
+
+
 @register_summary("lstm")
 class LSTMSummary(_RecurrentStack):
     """Stacked LSTM read sequence-to-one: `(batch, frames, dim)` -> `(batch, hidden)`.
@@ -152,17 +217,7 @@ class LSTMSummary(_RecurrentStack):
         are the cell's, in its order (hidden part + bias, then + input part)."""
         input_kernel, hidden_kernel, bias = _LSTMLayerParams(self.hidden, name=f"layer{layer}")(x)
         input_part = jnp.swapaxes(x @ input_kernel, 0, 1)  # (frames, batch, 4 hidden)
-        zeros = jnp.zeros((x.shape[0], self.hidden), jnp.result_type(x, hidden_kernel))
-
-        def step(carry, input_t):
-            c, h = carry
-            i, f, g, o = jnp.split((h @ hidden_kernel + bias) + input_t, 4, axis=-1)
-            c = nn.sigmoid(f) * c + nn.sigmoid(i) * jnp.tanh(g)
-            h = nn.sigmoid(o) * jnp.tanh(c)
-            return (c, h), h
-
-        _, outputs = lax.scan(step, (zeros, zeros), input_part, unroll=self.unroll)
-        return jnp.swapaxes(outputs, 0, 1)
+        return jnp.swapaxes(lstm_recurrence(input_part, hidden_kernel, bias, self.unroll), 0, 1)
 
 
 @register_summary("gru")
