@@ -148,7 +148,8 @@ def lstm_recurrence(input_part, hidden_kernel, bias, unroll=1):
 
     Its VJP runs the loop backward for the states' gradients alone and takes the kernel's and
     the bias's after it, in one product over all steps: autodiff of the loop adds a `(hidden, 4
-    hidden)` product into the kernel's gradient at every step."""
+    hidden)` product into the kernel's gradient at every step. Like every `jax.custom_vjp`, it
+    has reverse-mode derivatives only (`jax.grad`, `jax.vjp`), not `jax.jvp`."""
     return _lstm_scan(input_part, hidden_kernel, bias, unroll, keep_states=False)
 
 
@@ -213,8 +214,9 @@ class LSTMSummary(_RecurrentStack):
     def recurrent_layer(self, x, layer: int):
         """`OptimizedLSTMCell`'s equations with the input part of every step taken out of the
         loop: one `(batch x frames, dim) @ (dim, 4 hidden)` product before the scan, which is
-        then left with the `(batch, hidden) @ (hidden, 4 hidden)` recurrent product. The sums
-        are the cell's, in its order (hidden part + bias, then + input part)."""
+        then left with the `(batch, hidden) @ (hidden, 4 hidden)` recurrent product
+        (`lstm_recurrence`, with its own gradient). The sums are the cell's, in its order
+        (hidden part + bias, then + input part)."""
         input_kernel, hidden_kernel, bias = _LSTMLayerParams(self.hidden, name=f"layer{layer}")(x)
         input_part = jnp.swapaxes(x @ input_kernel, 0, 1)  # (frames, batch, 4 hidden)
         return jnp.swapaxes(lstm_recurrence(input_part, hidden_kernel, bias, self.unroll), 0, 1)
