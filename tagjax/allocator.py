@@ -73,20 +73,23 @@ def _huge_pages_granted() -> bool:
         return False
 
 
+def _available(choice: str) -> bool:
+    return {"mimalloc": lambda: mimalloc_path() is not None, "huge-pages": _huge_pages_granted,
+            "system": lambda: True}[choice]()
+
+
 def chosen(environ=os.environ) -> str:
     """The allocator `TAGJAX_ALLOCATOR` asks for, else the best one available; one of
     `CHOICES`. Asked for and not available, or not one of them: `system`, after one line on
     standard error."""
-    default = ("mimalloc" if mimalloc_path() else
-               "huge-pages" if _huge_pages_granted() else "system")
+    default = next(choice for choice in CHOICES if _available(choice))
     choice = environ.get(VARIABLE, default)
     if choice not in CHOICES:
         print(f"tagjax: {VARIABLE}={choice!r} is not one of {', '.join(CHOICES)}; running "
               f"with the system's malloc (unset it for the default, {default})",
               file=sys.stderr)
         return "system"
-    if choice != "system" and choice != default and not (
-            mimalloc_path() if choice == "mimalloc" else _huge_pages_granted()):
+    if choice != default and not _available(choice):
         print(f"tagjax: {VARIABLE}={choice} is not available here; running with the system's "
               f"malloc (unset it for the default, {default})", file=sys.stderr)
         return "system"
@@ -148,6 +151,5 @@ def reexecute() -> None:
 def in_effect(environ=os.environ) -> str:
     """The allocator that `environ` (this process's, set when it started) puts in effect: one
     of `CHOICES`."""
-    if mimalloc_path() and _in_effect("mimalloc", environ):
-        return "mimalloc"
-    return "huge-pages" if _in_effect("huge-pages", environ) else "system"
+    # The first that is set up; "system" always is.
+    return next(choice for choice in CHOICES if _in_effect(choice, environ))
