@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 import tagjax.models as tjm
-from tagjax import configs
+from tagjax import configs, xla_options
 from tagjax.models import cnn, resnet
 
 NUM_TAGS = 50
@@ -43,7 +43,7 @@ def _set_pooling(name):
 
 def _compile(fn, args):
     start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = xla_options.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - start
     jax.block_until_ready(compiled(*args))  # warm-up
     return compiled, compile_s

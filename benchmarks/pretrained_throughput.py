@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     import jax
 
     import tagjax as tj
-    from tagjax import tag
+    from tagjax import tag, xla_options
 
     if not os.path.isdir(args.folder):
         import tag_throughput
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
             summary = module.summary(module.frontend.network(log_mel, train=False), train=False)
             return jax.nn.sigmoid(module.head(summary, train=False))
 
-        network_fn = jax.jit(lambda v, x: model.apply(v, x, method=network))
+        network_fn = xla_options.jit(lambda v, x: model.apply(v, x, method=network))
         audio_fn = tag.compiled_forward(model)
         for batch in (1, 32):
             rows.append(time_models(network_fn, audio_fn, variables, graph, batch,

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tagjax import allocator, configs, train
+from tagjax import allocator, configs, train, xla_options
 from tagjax.models import cnn, layers, summaries
 
 NUM_TAGS = 32
@@ -109,7 +109,7 @@ def step_candidate(model, config, batches):
     variables = train.initial_variables(model, config)
     tx = train._optimizer(config, steps_per_epoch=100, params=variables["params"])
     state = train.create_state(config, tx, variables)
-    step = jax.jit(train.make_train_step(model, tx), donate_argnums=0)
+    step = xla_options.jit(train.make_train_step(model, tx), donate_argnums=0)
     compiled = step.lower(state, batches[0]).compile()
     holder = {"state": state}
 
@@ -169,7 +169,7 @@ def main(argv=None) -> None:
     }
     candidates, costs = {}, {}
     for name, (fn, fn_args) in parts.items():
-        compiled = jax.jit(fn).lower(*fn_args).compile()
+        compiled = xla_options.jit(fn).lower(*fn_args).compile()
         costs[name] = cost(compiled)
         candidates[name] = (lambda i, c=compiled, a=fn_args: jax.block_until_ready(c(*a)))
         candidates[name](0)

@@ -215,7 +215,7 @@ def run(args) -> dict:
     import librosa
 
     import tagjax as tj
-    from tagjax import chunking
+    from tagjax import chunking, xla_options
     from tagjax import tag as tagging
     from tagjax.data import load_audio
 
@@ -263,7 +263,7 @@ def run(args) -> dict:
     batches = _batches(chunks, batch_size)
     # librosa's vectorised path; one chunk per call costs it ~20x more in Python overhead.
     librosa_batches = _batches(chunks, LIBROSA_BATCH)
-    log_mel = jax.jit(lambda v, a: tagger.model.apply(
+    log_mel = xla_options.jit(lambda v, a: tagger.model.apply(
         v, a, method=lambda module, x: module.frontend.log_mel(x)))
     compile_features = _compile_seconds(log_mel, tagger.variables, batches[0])
 

@@ -45,7 +45,7 @@ from torch import nn
 from torch_peer import NUM_TAGS, TorchChoiCNN, environment, torch_model
 from workers import start_sides, timed_calls
 
-from tagjax import allocator, configs, train
+from tagjax import allocator, configs, train, xla_options
 from tagjax.models import layers
 
 CONFIGS = ("cnn_lstm", "short_res")
@@ -130,13 +130,16 @@ def tagjax_passes(layer: dict, rng) -> dict:
                           jnp.float32) for features in layer["parts"])
     g = tuple(jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
               for y in jax.eval_shape(conv, x, k))
-    programs = {
-        "forward": (jax.jit(conv), (x, k)),
-        "input gradient": (jax.jit(lambda x, k, g: jax.vjp(lambda x: conv(x, k), x)[1](g)[0]),
-                           (x, k, g)),
-        "kernel gradient": (jax.jit(lambda x, k, g: jax.vjp(lambda k: conv(x, k), k)[1](g)[0]),
-                            (x, k, g)),
-    }
+    def input_gradient(x, k, g):
+        return jax.vjp(lambda x: conv(x, k), x)[1](g)[0]
+
+    def kernel_gradient(x, k, g):
+        return jax.vjp(lambda k: conv(x, k), k)[1](g)[0]
+
+    # Compiled as tagjax compiles its models (xla_options).
+    programs = {"forward": (xla_options.jit(conv), (x, k)),
+                "input gradient": (xla_options.jit(input_gradient), (x, k, g)),
+                "kernel gradient": (xla_options.jit(kernel_gradient), (x, k, g))}
     calls = {}
     for key, (program, arguments) in programs.items():
         compiled = program.lower(*arguments).compile()

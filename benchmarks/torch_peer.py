@@ -56,7 +56,7 @@ from machine import cpu_description
 from torch import nn
 from workers import start_sides
 
-from tagjax import allocator, configs, train
+from tagjax import allocator, configs, train, xla_options
 from tagjax.features import mel as tj_mel
 from tagjax.features import spectral as tj_spectral
 from tagjax.models import cnn as tj_cnn
@@ -482,7 +482,7 @@ def tagjax_candidates(name: str, args, variables, audio, labels) -> tuple[dict, 
     config, model = _model(name, args.batch)
     tx = train._optimizer(config, steps_per_epoch=STEPS_PER_EPOCH, params=variables["params"])
     state = train.create_state(config, tx, jax.tree.map(jnp.asarray, variables))
-    jax_step = jax.jit(train.make_train_step(model, tx), donate_argnums=0)
+    jax_step = xla_options.jit(train.make_train_step(model, tx), donate_argnums=0)
     jax_batches = [{"audio": jnp.asarray(a), "labels": jnp.asarray(y)}
                    for a, y in zip(audio, labels, strict=True)]
     start = time.perf_counter()

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tagjax import allocator, configs, train
+from tagjax import allocator, configs, train, xla_options
 from tagjax.usage import UsageError
 
 CONFIGS = ("cnn_lstm", "cnn_bof", "mfcc_lstm", "mfcc_bof", "fcn", "crnn", "short_res")
@@ -47,7 +47,7 @@ def compiled_step(name: str, batch: int):
     variables = train.initial_variables(model, config)
     tx = train._optimizer(config, steps_per_epoch=100, params=variables["params"])
     state = train.create_state(config, tx, variables)
-    step = jax.jit(train.make_train_step(model, tx), donate_argnums=0)
+    step = xla_options.jit(train.make_train_step(model, tx), donate_argnums=0)
     rng = np.random.default_rng(0)
     crop = train._crop_samples(config)
     batches = [{"audio": jnp.asarray(0.1 * rng.standard_normal((batch, crop), np.float32)),

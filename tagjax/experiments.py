@@ -164,7 +164,6 @@ def score_other_soundfont(out: str, names: list[str], soundfont: str,
                           overrides: list[str]) -> dict:
     """`{row: report}` of each row's best checkpoint on the test split rendered with
     `soundfont` (each cached in `OUT/<row>/other_soundfont.json`)."""
-    import jax
     import numpy as np
 
     from tagjax import data as tj_data
@@ -196,10 +195,10 @@ def score_other_soundfont(out: str, names: list[str], soundfont: str,
             labels, scores, mapping = zeroshot.shared_tag_scores(tagger, source, tags)
             report = metrics.tagging_report(labels, scores, list(mapping))
         else:
-            from tagjax import rundir
+            from tagjax import rundir, xla_options
 
             model, variables, run = rundir.restore(os.path.join(out, name))
-            predict = jax.jit(train.make_predict(model))
+            predict = xla_options.jit(train.make_predict(model))
             report = train.evaluate(predict, variables, train._eval_loader(run.train, source),
                                     list(tags), np.asarray)
         report["soundfont"] = os.path.abspath(soundfont)

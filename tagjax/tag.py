@@ -155,9 +155,9 @@ def _probabilities_and_embedding(module, audio):
 def compiled_forward(model):
     """`forward(variables, audio (B, samples)) -> (probabilities (B, L), embeddings (B, D))`,
     jitted once per model: equal models (the same run restored twice) share the compilations."""
-    import jax
+    from tagjax import xla_options
 
-    return jax.jit(functools.partial(model.apply, method=_probabilities_and_embedding))
+    return xla_options.jit(functools.partial(model.apply, method=_probabilities_and_embedding))
 
 
 def default_batch_size() -> int:

@@ -35,7 +35,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tagjax import checkpointing, frozen_frontend, metrics, rundir, workdirs
+from tagjax import checkpointing, frozen_frontend, metrics, rundir, workdirs, xla_options
 from tagjax import data as tj_data
 from tagjax import models as tj_models
 from tagjax.data import decode_pool
@@ -185,7 +185,7 @@ def _frame_batches(model, variables, config, source,
         for batch in stored.training_batches(seed=config.seed + 1):
             yield batch["frontend_output"]
     else:
-        frames_fn = jax.jit(
+        frames_fn = xla_options.jit(
             lambda v, audio: model.apply(v, audio, train=False, method=model.frames))
         for batch in _train_loader(config, source, seed=config.seed + 1):
             yield np.asarray(frames_fn(variables, batch["audio"]))
@@ -299,8 +299,8 @@ def _store_frontend_outputs(model, variables, config, sources,
     directory = (os.path.expanduser(config.frozen_outputs_dir) if config.get("frozen_outputs_dir")
                  else os.path.join(workdir, frozen_frontend.DIRECTORY))
     os.makedirs(directory, exist_ok=True)
-    frontend_fn = jax.jit(lambda audio: model.apply(variables, audio, train=False,
-                                                    method=model.frontend_output))
+    frontend_fn = xla_options.jit(lambda audio: model.apply(
+        variables, audio, train=False, method=model.frontend_output))
     crop_samples = _crop_samples(config)
     settings = {"frontend": config.model.frontend.to_dict(), "crop_samples": crop_samples,
                 "seed": config.seed, "dataset": config.dataset.to_dict(),
@@ -616,11 +616,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
             rundir.write_config(workdir, config, tags, dataset=_dataset_record(config, sources))
     state = jax.device_put(state, replicated)
 
-    train_step = jax.jit(make_train_step(model, tx, input_key=input_key), donate_argnums=0)
-    predict = jax.jit(make_predict(model))
+    train_step = xla_options.jit(make_train_step(model, tx, input_key=input_key),
+                                 donate_argnums=0)
+    predict = xla_options.jit(make_predict(model))
     # Validation reads what training reads; from audio that is `predict` itself, compiled once.
     predict_valid = (predict if input_key == "audio"
-                     else jax.jit(make_predict(model, input_key=input_key)))
+                     else xla_options.jit(make_predict(model, input_key=input_key)))
     logger = _Logger(workdir, is_main)
 
     from tqdm.auto import tqdm
@@ -739,7 +740,7 @@ def retest(config: ml_collections.ConfigDict, workdir: str) -> dict:
     def put_batch(array):
         return jax.make_array_from_process_local_data(data_sharding, np.asarray(array))
 
-    report = _test_report(jax.jit(make_predict(model)), model,
+    report = _test_report(xla_options.jit(make_predict(model)), model,
                           jax.device_put(variables, replicated), config, sources["test"], tags,
                           put_batch)
     report.update({key: plan.results[key] for key in ("config", "best_step",
