@@ -18,7 +18,8 @@ shared with other work slows all of them alike; medians over all steps:
   the step with Flax's `Conv` and `BatchNorm` then pooling (as tagjax did before), with each of
   tagjax's three changes alone, and with all: the first layer's one-channel convolution taking
   `SingleChannelConv`'s gradient, `MaxPooledBatchNorm` normalising after pooling, and the other
-  convolutions' kernel gradients as per-tap matrix products (`layers.Conv`).
+  convolutions as `layers.Conv` (XLA's, but for output maps of up to 32 pixels: products of
+  their patches; until 2026-12-01 its kernel gradients were per-tap matrix products).
 """
 
 import argparse
@@ -55,13 +56,13 @@ class CellLSTMSummary(summaries._RecurrentStack):
 
 class LayersChoiCNN(cnn.ChoiCNN):
     """Choi's CNN with its layers chosen: `flax.linen.Conv` or `SingleChannelConv` for the first
-    (`single_channel_conv`) and `layers.Conv` for the others (`tap_gradient`), `BatchNorm` then
+    (`single_channel_conv`) and `layers.Conv` for the others (`layers_conv`), `BatchNorm` then
     pooling or `MaxPooledBatchNorm` (`pooled_norm`). The same parameters, values and
     gradients."""
 
     single_channel_conv: bool = True
     pooled_norm: bool = True
-    tap_gradient: bool = True
+    layers_conv: bool = True
 
     @nn.compact
     def __call__(self, audio, *, train: bool):
@@ -71,7 +72,7 @@ class LayersChoiCNN(cnn.ChoiCNN):
             if x.shape[-1] == 1:
                 conv = layers.SingleChannelConv if self.single_channel_conv else nn.Conv
             else:
-                conv = layers.Conv if self.tap_gradient else nn.Conv
+                conv = layers.Conv if self.layers_conv else nn.Conv
             x = conv(width, tuple(self.kernel_size), padding="SAME", use_bias=False,
                      name=f"conv{i}")(x)
             if self.pooled_norm:
@@ -204,12 +205,12 @@ def main(argv=None) -> None:
         variants = {"before: Flax Conv, BatchNorm, pool": (False, False, False),
                     "SingleChannelConv only": (True, False, False),
                     "MaxPooledBatchNorm only": (False, True, False),
-                    "tap-gradient Conv only": (False, False, True),
+                    "layers.Conv only": (False, False, True),
                     "after: all three": (True, True, True)}
         cnn_candidates = {}
-        for name, (single, norm, tap) in variants.items():
+        for name, (single, norm, small_maps) in variants.items():
             frontend = LayersChoiCNN(**fields, single_channel_conv=single, pooled_norm=norm,
-                                     tap_gradient=tap)
+                                     layers_conv=small_maps)
             cnn_candidates[name], _ = step_candidate(model.clone(frontend=frontend), config,
                                                      batches)
         cnn_layers = alternate(cnn_candidates, args.rounds, args.steps_per_round)

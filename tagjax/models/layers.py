@@ -345,34 +345,6 @@ def _conv_strided(x, kernel, strides, padding):
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-def _tap_products(x, kernel, strides, padding, grad):
-    """The kernel gradient of `_conv_strided` as one matrix product per kernel tap: the input
-    pixels each tap reads `(channels_in, n)` times the output gradient `(n, channels_out)`."""
-    window_t, window_f, channels, features = kernel.shape
-    batch, time_out, freq_out, _ = grad.shape
-    stride_t, stride_f = strides
-    padded = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-    flat_grad = grad.reshape(-1, features)
-    taps = [lax.slice(padded, (0, i, j, 0),
-                      (batch, i + stride_t * (time_out - 1) + 1,
-                       j + stride_f * (freq_out - 1) + 1, channels),
-                      (1, stride_t, stride_f, 1)).reshape(-1, channels).T @ flat_grad
-            for i in range(window_t) for j in range(window_f)]
-    return jnp.stack(taps).reshape(kernel.shape)
-
-
-def _tap_kernel_gradient(x, kernel, strides, padding, grad):
-    """`_tap_products` of the batch's two halves, added. XLA copies each tap's pixels on one
-    core; the halves' copies and products are independent, so it runs them side by side on
-    two (Choi's FCN step, batch 16: 182.8-188.2 -> 175.4-179.4 ms in three alternated runs;
-    `cnn_lstm`'s and `short_res`'s within 1%)."""
-    if x.shape[0] < 2:
-        return _tap_products(x, kernel, strides, padding, grad)
-    half = x.shape[0] // 2
-    return (_tap_products(x[:half], kernel, strides, padding, grad[:half])
-            + _tap_products(x[half:], kernel, strides, padding, grad[half:]))
-
-
 # Convolutions whose output maps have at most this many pixels (time' x freq') are one matrix
 # product of their patches on the CPU (`patch_product_conv`). XLA's CPU convolutions of such
 # maps, and its input gradients of strided ones (lhs-dilated), take a slow generic path: in the
@@ -429,7 +401,7 @@ def patch_product_conv(x, kernel, strides, padding):
     """`_conv_strided` as one `(pixels, window_t x window_f x channels_in) @ (window_t x
     window_f x channels_in, channels_out)` product of the patches (im2col), and its gradients
     as products too, for small maps, where XLA's CPU convolutions are slow (`_SMALL_MAP_PIXELS`).
-    Shapes as `tap_gradient_conv`'s; equal to XLA's convolution up to float32 summation order.
+    Shapes as `conv`'s; equal to XLA's convolution up to float32 summation order.
     """
     return _patch_product_conv_fwd(x, kernel, strides, padding)[0]
 
@@ -452,43 +424,21 @@ def _patch_product_conv_bwd(strides, padding, residuals, grad):
 patch_product_conv.defvjp(_patch_product_conv_fwd, _patch_product_conv_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def tap_gradient_conv(x, kernel, strides, padding):
-    """XLA's convolution `(batch, time, freq, channels_in)` with `(window_t, window_f,
-    channels_in, channels_out)`, explicit `padding` `((lo, hi), (lo, hi))` and `strides`, whose
-    kernel gradient on the CPU is one matrix product per tap (`_tap_kernel_gradient`) instead of
-    XLA's backward-filter convolution: 6x faster at 128 channels and 2.4x at 256 (the short-chunk
-    ResNet's layers, where XLA's took 4.7 s of a 12 s step), about even at 32. The values and
-    the input's gradient are XLA's own."""
-    return _conv_strided(x, kernel, strides, padding)
-
-
-def _tap_gradient_conv_fwd(x, kernel, strides, padding):
-    return _conv_strided(x, kernel, strides, padding), (x, kernel)
-
-
-def _tap_gradient_conv_bwd(strides, padding, residuals, grad):
-    x, kernel = residuals
-    conv_vjp = jax.vjp(lambda x, k: _conv_strided(x, k, strides, padding), x, kernel)[1]
-    x_grad = conv_vjp(grad)[0]  # the kernel's half is dead code on the CPU, removed by XLA
-    kernel_grad = lax.platform_dependent(
-        cpu=lambda: _tap_kernel_gradient(x, kernel, strides, padding, grad),
-        default=lambda: conv_vjp(grad)[1])
-    return x_grad, kernel_grad
-
-
-tap_gradient_conv.defvjp(_tap_gradient_conv_fwd, _tap_gradient_conv_bwd)
-
-
 def conv(x, kernel, strides, padding):
     """XLA's convolution `(batch, time, freq, channels_in)` with `(window_t, window_f,
     channels_in, channels_out)`, explicit `padding` `((lo, hi), (lo, hi))` and `strides`, and its
-    gradients, by the fastest means on the CPU: `patch_product_conv` for output maps of up to
-    `_SMALL_MAP_PIXELS` pixels (equal up to float32 summation order), `tap_gradient_conv`
-    (XLA's values) otherwise; XLA's own elsewhere."""
+    gradients: on the CPU, output maps of up to `_SMALL_MAP_PIXELS` pixels by
+    `patch_product_conv` (equal up to float32 summation order), larger ones XLA's own.
+
+    Compiled as tagjax compiles its models (`tagjax.xla_options`), XLA's own kernel gradient is
+    the fastest measured: against one matrix product per kernel tap (tagjax's before), training
+    steps on a 2-core EPYC (family 25), in one process, alternated: `cnn_lstm` 71.4 -> 62.0 ms,
+    `fcn` 285.0 -> 252.6, `short_res` 1761 -> 1693. Under jaxlib's default options the tap
+    products were 2x faster at 128 channels on the short-chunk ResNet's first maps (116 x 64),
+    slower or even elsewhere."""
     time_out, freq_out = _output_map(x.shape, kernel.shape[:2], strides, padding)
     if time_out * freq_out > _SMALL_MAP_PIXELS:
-        return tap_gradient_conv(x, kernel, strides, padding)
+        return _conv_strided(x, kernel, strides, padding)
     return lax.platform_dependent(
         x, kernel, cpu=lambda x, k: patch_product_conv(x, k, strides, padding),
         default=lambda x, k: _conv_strided(x, k, strides, padding))
@@ -498,8 +448,8 @@ def conv(x, kernel, strides, padding):
 # one pass (`forked_conv`). The short-chunk ResNet's strided conv1 and shortcut convolutions
 # (forward and both gradients, batch 16) measured 198.9 against 287.6 ms at 128 channels on a
 # 116 x 64 map, 44.2 against 51.3 at 256 on 29 x 16; with one input channel (its first block),
-# 98.6 against 59.5, slower. No width between was measured: the limit is where XLA's CPU
-# backend starts handing convolutions to YNNPACK (over 16 input channels).
+# 98.6 against 59.5, slower. No width between was measured: the limit is where jaxlib's default
+# options hand convolutions to YNNPACK (over 16 input channels), under which these were timed.
 _MAX_UNFORKED_CHANNELS = 16
 
 
@@ -541,7 +491,7 @@ class ConvKernel(nn.Module):
 class Conv(nn.Module):
     """`flax.linen.Conv` (same parameters, initialisers and values up to float32 summation order)
     for `(batch, time, freq, channels)` inputs, computed by `conv`: on the CPU, small maps as
-    products of their patches, larger ones with `tap_gradient_conv`'s faster kernel gradient.
+    products of their patches, larger ones by XLA.
 
     Attributes:
       features: output channels.
