@@ -3,7 +3,7 @@
     python benchmarks/step_profile.py [--config cnn_lstm] [--batch 16] [--rounds 5]
         [--steps-per-round 4] [--out benchmarks/results/step_profile.json]
 
-Two tables, every candidate timed in alternating rounds (the order rotating) so that a machine
+Tables of candidates, each timed in alternating rounds (the order rotating) so that a machine
 shared with other work slows all of them alike; medians over all steps:
 
 - **parts**: the step cut into the pieces a user can change: the log-mel front end alone
@@ -11,6 +11,8 @@ shared with other work slows all of them alike; medians over all steps:
   forward+backward on the front end's frames, the whole loss gradient, and the whole step
   (gradient + AdamW + schedule). XLA's own estimate of each part's floating-point operations
   and bytes (`cost_analysis()`) is printed beside it.
+- **compiler options**: the whole step compiled with jaxlib's default options against
+  tagjax's (`tagjax.xla_options`: convolutions by XLA's own multithreaded emitter on a CPU).
 - **LSTM before/after**: the step with Flax's `OptimizedLSTMCell` inside `nn.RNN` (the input
   product computed at each of the 47 steps, as tagjax did before) against tagjax's
   `LSTMSummary` (the input product of all steps in one matmul before the scan).
@@ -106,11 +108,17 @@ def cost(compiled) -> dict:
             "mbytes": analysis.get("bytes accessed", float("nan")) / 1e6}
 
 
-def step_candidate(model, config, batches):
+def step_candidate(model, config, batches, compiler_options=None):
+    """The trainer's step of `model`, compiled with `compiler_options` (by default tagjax's,
+    `xla_options.compiler_options()`), as `run(i)` (a step on `batches[i % 2]`), and the
+    compiled step."""
     variables = train.initial_variables(model, config)
     tx = train._optimizer(config, steps_per_epoch=100, params=variables["params"])
     state = train.create_state(config, tx, variables)
-    step = xla_options.jit(train.make_train_step(model, tx), donate_argnums=0)
+    if compiler_options is None:
+        compiler_options = xla_options.compiler_options()
+    step = jax.jit(train.make_train_step(model, tx), donate_argnums=0,
+                   compiler_options=compiler_options)
     compiled = step.lower(state, batches[0]).compile()
     holder = {"state": state}
 
@@ -183,6 +191,16 @@ def main(argv=None) -> None:
     for name, ms in part_ms.items():
         print(f"{name:<28} {ms:8.1f} {costs[name]['gflop']:10.2f} {costs[name]['mbytes']:8.1f}")
 
+    default_name, tagjax_name = "jaxlib's default options", "tagjax's (xla_options)"
+    options = alternate(
+        {default_name: step_candidate(model, config, batches, compiler_options={})[0],
+         tagjax_name: step_candidate(model, config, batches)[0]},
+        args.rounds, args.steps_per_round)
+    print("\nCompiler options, whole step:")
+    for name, ms in options.items():
+        print(f"  {name:<32} {ms:8.1f} ms")
+    print(f"  gain: {options[default_name] / options[tagjax_name]:.2f}x")
+
     lstm = None
     if model.summary.__class__ is summaries.LSTMSummary:
         s = model.summary
@@ -220,7 +238,8 @@ def main(argv=None) -> None:
             print(f"  {name:<36} {ms:8.1f} ms  {before / ms:5.2f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(dict(config=args.config, batch=args.batch,
-                                        parts_ms=part_ms, xla_cost=costs, lstm_step_ms=lstm,
+                                        parts_ms=part_ms, xla_cost=costs,
+                                        compiler_options_step_ms=options, lstm_step_ms=lstm,
                                         cnn_layers_step_ms=cnn_layers,
                                         load_average=os.getloadavg()[0],
                                         allocator=allocator.in_effect()),
