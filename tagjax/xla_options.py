@@ -7,10 +7,10 @@ convolutions on one core of two; without `INDIVIDUAL_CONVOLUTION`, XLA's own (Ei
 convolution uses both. Measured on a 2-core AMD EPYC (family 25, AVX-512; jax 0.10.2, under
 mimalloc): `cnn_lstm`'s `conv1` forward (16 x 94 x 24 x 32 -> 32) 6.9 -> 3.7 ms; training steps
 (with `layers.conv`'s per-tap kernel gradients of the time), both compilations in one process,
-six alternated rounds (medians): `cnn_lstm` 76.0 -> 71.4 ms,
-`fcn` 332.5 -> 301.9, `crnn` 385.0 -> 360.5, `short_res` 1810 -> 1699, `mfcc_lstm` and
-`musicnn_lstm` (no 2-D convolutions of this kind) within 1%. The matrix products stay with
-YNNPACK: without it they ran at half the speed (`mfcc_lstm` 54 -> 110 ms a step).
+six alternated rounds (medians): `cnn_lstm` 76.0 -> 71.4 ms, `fcn` 332.5 -> 301.9, `crnn`
+385.0 -> 360.5, `short_res` 1810 -> 1699; `mfcc_lstm` and `musicnn_lstm` within 1%. The
+matrix products stay with YNNPACK: without it they ran at half the speed (`mfcc_lstm`'s step
+54 -> 110 ms).
 
 The option names enum values of this jaxlib; a jaxlib that does not know them compiles with its
 defaults (`compiler_options` probes once). Other backends get no options.
