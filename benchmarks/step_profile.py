@@ -226,9 +226,9 @@ def main(argv=None) -> None:
                     "layers.Conv only": (False, False, True),
                     "after: all three": (True, True, True)}
         cnn_candidates = {}
-        for name, (single, norm, small_maps) in variants.items():
+        for name, (single, norm, layers_conv) in variants.items():
             frontend = LayersChoiCNN(**fields, single_channel_conv=single, pooled_norm=norm,
-                                     layers_conv=small_maps)
+                                     layers_conv=layers_conv)
             cnn_candidates[name], _ = step_candidate(model.clone(frontend=frontend), config,
                                                      batches)
         cnn_layers = alternate(cnn_candidates, args.rounds, args.steps_per_round)
