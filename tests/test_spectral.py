@@ -40,17 +40,46 @@ def batch_of(shape, sr, seconds):
 # --- frame ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("frame_length,hop_length", [(512, 256), (400, 160), (255, 64), (64, 100),
+# (512, 256), (512, 128) and (256, 64) with center=True pad whole hops: their frames are cut
+# from the signal's hops with the pads put around them (`spectral._centred_hops`); the others
+# from the padded signal.
+@pytest.mark.parametrize("frame_length,hop_length", [(512, 256), (512, 128), (256, 64),
+                                                     (400, 160), (255, 64), (64, 100),
                                                      (2048, 128)])
-@pytest.mark.parametrize("center,pad_mode", [(False, "constant"), (True, "constant"),
-                                             (True, "reflect"), (True, "edge")])
-def test_frame_matches_librosa_util_frame(frame_length, hop_length, center, pad_mode):
-    x = signals.noise(8000, 0.7)
+@pytest.mark.parametrize("center,pad_mode,n_samples", [
+    (False, "constant", 5600),
+    *((True, mode, n) for mode in ("constant", "reflect", "edge", "symmetric", "linear_ramp")
+      for n in (5600, 513, 300))])
+def test_frame_matches_librosa_util_frame(frame_length, hop_length, center, pad_mode, n_samples):
+    x = signals.noise(8000, 0.7)[:n_samples]
     padded = np.pad(x, frame_length // 2, mode=pad_mode) if center else x
     expected = librosa.util.frame(padded, frame_length=frame_length, hop_length=hop_length).T
     actual = tjf.frame(x, frame_length, hop_length, center=center, pad_mode=pad_mode)
-    np.testing.assert_array_equal(actual, expected)
+    if pad_mode == "linear_ramp":
+        # The ramp's values are computed, here and in NumPy, each with two float32 roundings
+        # (a product, a sum) of at most half an ulp of the edge sample's magnitude: the two
+        # sides may differ by two ulps.
+        atol = 2 * np.finfo(np.float32).eps * np.abs(x).max()
+        np.testing.assert_allclose(actual, expected, rtol=0, atol=atol)
+    else:
+        np.testing.assert_array_equal(actual, expected)
     assert actual.shape[0] == tjf.num_frames(x.size, frame_length, hop_length, center)
+
+
+@pytest.mark.parametrize("pad_mode", ["constant", "reflect", "symmetric", "edge"])
+def test_centred_frame_gradient_counts_every_read_of_a_sample(pad_mode):
+    # The gradient of the frames' sum counts, for each sample, the frame entries holding it,
+    # pads included: frame NumPy's padded sample indices (-1 for constant padding's zeros).
+    n, frame_length, hop_length = 1500, 512, 128
+    x = jnp.asarray(signals.noise(8000, 0.2)[:n])
+    if pad_mode == "constant":
+        index = np.pad(np.arange(n), frame_length // 2, constant_values=-1)
+    else:
+        index = np.pad(np.arange(n), frame_length // 2, mode=pad_mode)
+    read = librosa.util.frame(index, frame_length=frame_length, hop_length=hop_length)
+    expected = np.bincount(read[read >= 0], minlength=n)
+    counts = jax.grad(lambda s: tjf.frame(s, frame_length, hop_length, pad_mode=pad_mode).sum())(x)
+    np.testing.assert_array_equal(counts, expected)
 
 
 def test_frame_batch_axes_and_gradient():

