@@ -675,8 +675,8 @@ def _against_flax_conv(ours, theirs, x, exact_values=True):
                          [(1, "SAME"), (2, ((1, 1), (1, 1))), ((2, 1), "VALID")])
 def test_conv_is_flax_conv_with_its_gradient(strides, padding):
     """`layers.Conv` on maps larger than `_SMALL_MAP_PIXELS`: `flax.linen.Conv`'s parameters,
-    values and input gradient exactly; the kernel gradient (one matrix product per tap on the
-    CPU) within two float32 summation orders of XLA's."""
+    values and input gradient exactly; the kernel gradient (XLA's, from a stored copy of the
+    input on the CPU: `fenced_gradient_conv`) within two float32 summation orders of XLA's."""
     import flax.linen as nn
     from assertions import assert_within, gamma
 
@@ -703,6 +703,20 @@ def test_conv_is_flax_conv_with_its_gradient(strides, padding):
     n_terms = out.shape[0] * out.shape[1] * out.shape[2]
     assert_within(got["params"]["kernel"], want["params"]["kernel"],
                   2 * gamma(n_terms) * kernel_magnitude)
+
+
+@pytest.mark.parametrize("first", [np.nan, -0.0, np.inf, 3.0])
+def test_fusion_fence_is_the_identity_and_stays_in_the_compiled_program(first):
+    """`_fusion_fence` returns its input bit for bit, whatever the element its predicate reads
+    (NaN and signed zeros included), and the compiled program keeps its conditional: the
+    buffer boundary that `fenced_gradient_conv`'s speed rests on."""
+    from tagjax.models.layers import _fusion_fence
+
+    x = np.array([[first, -0.0, 0.0, np.nan], [np.inf, -np.inf, 1e-45, -2.5]], np.float32)
+    fenced = jax.jit(_fusion_fence)
+    np.testing.assert_array_equal(np.asarray(fenced(x)).view(np.uint32), x.view(np.uint32))
+    if jax.default_backend() == "cpu":
+        assert "conditional(" in fenced.lower(x).compile().as_text()
 
 
 @pytest.mark.parametrize("strides,padding",
