@@ -12,8 +12,9 @@ it:
 
 - tagjax: the function the model calls (`layers.single_channel_conv` for the one-channel first
   layer of Choi's CNNs, `layers.conv` otherwise: on the CPU a product of patches for small
-  maps and per-tap kernel gradients), jitted alone, NHWC; the input gradient and the kernel
-  gradient as the VJP with respect to one argument (XLA removes the other half);
+  maps and one-channel inputs, XLA's convolutions for the others), jitted alone, NHWC; the
+  input gradient and the kernel gradient as the VJP with respect to one argument (XLA removes
+  the other half);
 - PyTorch: `F.conv2d` and `aten.convolution_backward` with one output each, NCHW as the peer
   network runs them (oneDNN's kernels; `torch.compile` calls the same ones for convolutions).
 

@@ -722,22 +722,26 @@ def test_fusion_fence_is_the_identity_and_stays_in_the_compiled_program(first):
 @pytest.mark.parametrize("strides,padding",
                          [(1, "SAME"), (2, ((1, 1), (1, 1))), ((2, 1), "VALID"),
                           (1, ((0, 2), (2, 1)))])
-def test_conv_of_small_maps_is_flax_conv_to_float32_rounding(strides, padding):
-    """`layers.Conv` on maps of at most `_SMALL_MAP_PIXELS` pixels, one product of the patches
-    on the CPU: `flax.linen.Conv`'s parameters, and its values and both gradients within two
-    float32 summation orders."""
+@pytest.mark.parametrize("shape", [(2, 5, 4, 3), (2, 15, 13, 1)])
+def test_conv_by_patch_products_is_flax_conv_to_float32_rounding(shape, strides, padding):
+    """`layers.Conv` on maps of at most `_SMALL_MAP_PIXELS` pixels and on one-channel inputs,
+    one product of the patches on the CPU: `flax.linen.Conv`'s parameters, and its values and
+    both gradients within two float32 summation orders."""
     import flax.linen as nn
     from assertions import assert_within, gamma
 
-    from tagjax.models.layers import _SMALL_MAP_PIXELS, Conv
+    from tagjax.models.layers import Conv, _by_patch_products
 
-    x = np.random.default_rng(0).standard_normal((2, 5, 4, 3)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     ours = Conv(5, (3, 3), strides=strides, padding=padding)
     theirs = nn.Conv(5, (3, 3), strides=strides, padding=padding)
     variables = ours.init(jax.random.key(1), x)
     jax.tree.map(np.testing.assert_array_equal, variables, theirs.init(jax.random.key(1), x))
     out = jax.eval_shape(ours.apply, variables, x)
-    assert out.shape[1] * out.shape[2] <= _SMALL_MAP_PIXELS
+    stride_pair = (strides, strides) if isinstance(strides, int) else strides
+    pads = (jax.lax.padtype_to_pads(x.shape[1:3], (3, 3), stride_pair, padding)
+            if isinstance(padding, str) else padding)
+    assert _by_patch_products(x.shape, (3, 3), stride_pair, pads)
     weights = np.random.default_rng(1).standard_normal(out.shape).astype(np.float32)
 
     def value_and_gradients(module, variables, x, weights):

@@ -94,7 +94,7 @@ class ChoiCNN(LogMel):
         for i, (width, pool) in enumerate(zip(self.channels, pools, strict=True)):
             # No bias: the batch norm that follows has its own offset. Flax's Conv values with
             # faster gradients on the CPU: SingleChannelConv's for the one-channel first layer,
-            # Conv's (per-tap kernel gradients) for the others.
+            # Conv's (`layers.conv`) for the others.
             conv = SingleChannelConv if x.shape[-1] == 1 else Conv
             x = conv(width, tuple(self.kernel_size), padding="SAME", use_bias=False,
                      name=f"conv{i}")(x)

@@ -400,7 +400,8 @@ def _unpatch(patches, window, strides, padding, shape):
 def patch_product_conv(x, kernel, strides, padding):
     """`_conv_strided` as one `(pixels, window_t x window_f x channels_in) @ (window_t x
     window_f x channels_in, channels_out)` product of the patches (im2col), and its gradients
-    as products too, for small maps, where XLA's CPU convolutions are slow (`_SMALL_MAP_PIXELS`).
+    as products too, for small maps and one-channel inputs, where XLA's CPU convolutions are
+    slow (`_by_patch_products`).
     Shapes as `conv`'s; equal to XLA's convolution up to float32 summation order.
     """
     return _patch_product_conv_fwd(x, kernel, strides, padding)[0]
@@ -469,12 +470,25 @@ def _fenced_gradient_conv_bwd(strides, padding, residuals, grad):
 fenced_gradient_conv.defvjp(_fenced_gradient_conv_fwd, _fenced_gradient_conv_bwd)
 
 
+def _by_patch_products(x_shape, window, strides, padding) -> bool:
+    """Whether `conv` computes a convolution as products of its patches on the CPU: output maps
+    of up to `_SMALL_MAP_PIXELS` pixels, and one-channel inputs with windows of up to
+    `_MAX_FOLDED_TAPS` taps. The patches of one channel are a few copies of a small image; the
+    short-chunk ResNet's first block (1 -> 128 channels, 3 x 3, stride 2, 231 x 128 in, batch
+    16), XLA's against the products: training step 1611 -> 1554 ms on a 2-core EPYC (family
+    25), in one process, alternated."""
+    time_out, freq_out = _output_map(x_shape, window, strides, padding)
+    return (time_out * freq_out <= _SMALL_MAP_PIXELS
+            or (x_shape[-1] == 1 and window[0] * window[1] <= _MAX_FOLDED_TAPS))
+
+
 def conv(x, kernel, strides, padding):
     """XLA's convolution `(batch, time, freq, channels_in)` with `(window_t, window_f,
     channels_in, channels_out)`, explicit `padding` `((lo, hi), (lo, hi))` and `strides`, and its
-    gradients: on the CPU, output maps of up to `_SMALL_MAP_PIXELS` pixels by
-    `patch_product_conv` (equal up to float32 summation order), larger ones by
-    `fenced_gradient_conv` (XLA's own, the kernel gradient reading a stored input).
+    gradients: on the CPU, output maps of up to `_SMALL_MAP_PIXELS` pixels and one-channel
+    inputs by `patch_product_conv` (equal up to float32 summation order, see
+    `_by_patch_products`), the others by `fenced_gradient_conv` (XLA's own, the kernel gradient
+    reading a stored input).
 
     Compiled as tagjax compiles its models (`tagjax.xla_options`), XLA's own kernel gradient is
     the fastest measured: against one matrix product per kernel tap (tagjax's before), training
@@ -482,8 +496,7 @@ def conv(x, kernel, strides, padding):
     `fcn` 285.0 -> 252.6, `short_res` 1761 -> 1693. Under jaxlib's default options the tap
     products were 2x faster at 128 channels on the short-chunk ResNet's first maps (116 x 64),
     slower or even elsewhere."""
-    time_out, freq_out = _output_map(x.shape, kernel.shape[:2], strides, padding)
-    if time_out * freq_out > _SMALL_MAP_PIXELS:
+    if not _by_patch_products(x.shape, kernel.shape[:2], strides, padding):
         return lax.platform_dependent(
             x, kernel, cpu=lambda x, k: fenced_gradient_conv(x, k, strides, padding),
             default=lambda x, k: _conv_strided(x, k, strides, padding))
@@ -538,8 +551,8 @@ class ConvKernel(nn.Module):
 
 class Conv(nn.Module):
     """`flax.linen.Conv` (same parameters, initialisers and values up to float32 summation order)
-    for `(batch, time, freq, channels)` inputs, computed by `conv`: on the CPU, small maps as
-    products of their patches, larger ones by XLA.
+    for `(batch, time, freq, channels)` inputs, computed by `conv`: on the CPU, small maps and
+    one-channel inputs as products of their patches, the others by XLA.
 
     Attributes:
       features: output channels.
