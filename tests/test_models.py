@@ -866,6 +866,68 @@ def test_residual_block_keeps_its_parameters_and_is_flax_layers_in_float64():
                      got_stats, want_stats)
 
 
+def test_batch_norm_is_flax_batch_norm_with_its_gradient():
+    """`layers.BatchNorm`: `flax.linen.BatchNorm`'s variables, values and running averages
+    exactly (training and evaluation), and in float64 its gradient within float64 rounding of
+    autodiff through Flax's."""
+    import flax.linen as nn
+    from assertions import assert_within
+
+    from tagjax.models.layers import BatchNorm
+
+    rng = np.random.default_rng(0)
+    x = (3 * rng.standard_normal((4, 9, 7, 6)) + 1).astype(np.float32)
+    ours, theirs = BatchNorm(momentum=0.9), nn.BatchNorm(use_running_average=False, momentum=0.9)
+    variables = ours.init(jax.random.key(0), x)
+    jax.tree.map(np.testing.assert_array_equal, variables, theirs.init(jax.random.key(0), x))
+    variables = {"params": {"scale": rng.standard_normal(6).astype(np.float32),
+                            "bias": rng.standard_normal(6).astype(np.float32)},
+                 "batch_stats": variables["batch_stats"]}
+    got, got_stats = ours.apply(variables, x, mutable=["batch_stats"])
+    want, want_stats = theirs.apply(variables, x, mutable=["batch_stats"])
+    np.testing.assert_array_equal(got, want)
+    jax.tree.map(np.testing.assert_array_equal, got_stats, want_stats)
+    evaluated = {**variables, **got_stats}
+    np.testing.assert_array_equal(
+        BatchNorm(use_running_average=True).apply(evaluated, x),
+        nn.BatchNorm(use_running_average=True).apply(evaluated, x))
+
+    weights = rng.standard_normal(x.shape)
+    with jax.enable_x64(True):
+        x64 = x.astype(np.float64)
+        params = jax.tree.map(lambda a: a.astype(np.float64), variables["params"])
+        stats = jax.tree.map(lambda a: a.astype(np.float64), variables["batch_stats"])
+
+        def gradient(module):
+            def loss(params, x):
+                y, _ = module.apply({"params": params, "batch_stats": stats}, x,
+                                    mutable=["batch_stats"])
+                return jnp.sum(jax.nn.relu(y) * weights)
+            return jax.grad(loss, argnums=(0, 1))(params, x64)
+
+        (got_params, got_x), (want_params, want_x) = gradient(ours), gradient(theirs)
+        y = np.asarray(theirs.apply({"params": params, "batch_stats": stats}, x64,
+                                    mutable=["batch_stats"])[0])
+    # Bounds: each gradient is a few channel sums of `count` terms; a float64 sum of n terms errs
+    # by at most gamma_n (n u, u = 2^-53) times the sum of its terms' magnitudes, and the
+    # normalised input x_hat carries the statistics' own errors, at most that relative to
+    # `1 + (mean |x| + |mean|) / std` (`shift` below). Twice that: two summation orders.
+    count = x.size // x.shape[-1]
+    gamma64 = count * 2.0**-53 / (1 - count * 2.0**-53)
+    axes = (0, 1, 2)
+    grad = np.abs(weights * (y > 0))
+    mean, inverse_std = x64.mean(axes), 1 / np.sqrt(x64.var(axes) + 1e-5)
+    x_hat = np.abs((x64 - mean) * inverse_std)
+    shift = 1 + (np.abs(x64).mean(axes) + np.abs(mean)) * inverse_std
+    scale = np.abs(params["scale"])
+    terms = (x_hat + shift) * (grad * (x_hat + shift)).mean(axes)
+    assert_within(got_x, want_x,
+                  4 * gamma64 * scale * inverse_std * (grad + grad.mean(axes) + terms))
+    assert_within(got_params["bias"], want_params["bias"], 4 * gamma64 * grad.sum(axes))
+    assert_within(got_params["scale"], want_params["scale"],
+                  4 * gamma64 * (grad * (x_hat + shift)).sum(axes))
+
+
 @pytest.mark.parametrize("kernel_size,padding", [((3, 5), ((1, 1), (0, 0))), ((7, 1), "SAME"),
                                                  ((9, 3), ((4, 4), (0, 0))), ((19, 1), "SAME"),
                                                  ((3, 20), ((1, 1), (0, 0)))])

@@ -291,6 +291,83 @@ class SingleChannelConv(nn.Module):
         return y
 
 
+def _batch_statistics(x):
+    """Each channel's mean and variance over all other axes, as `flax.linen.BatchNorm` takes them
+    (`E[x^2] - E[x]^2`, clipped at 0)."""
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes)
+    return mean, jnp.maximum(0.0, jnp.mean(lax.square(x), axes) - lax.square(mean))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_normalized(x, scale, bias, epsilon):
+    """`x (..., channels)` normalised with its own statistics, as `flax.linen.BatchNorm` in
+    training: `(y, mean, var)`, the same values, with the textbook gradient: the two channel sums
+    of the output's gradient (`dy`, `dy * x_hat`), then one pass for the input's.
+
+    Autodiff through the statistics gives XLA a longer chain of passes; at the short-chunk
+    ResNet's first resolution (16 x 116 x 64 x 128) a batch norm and ReLU forward and back took
+    34.8 against 19.1 ms on a 2-core EPYC (family 25).
+    """
+    return _batch_normalized_fwd(x, scale, bias, epsilon)[0]
+
+
+def _batch_normalized_fwd(x, scale, bias, epsilon):
+    mean, var = _batch_statistics(x)
+    inverse_std = lax.rsqrt(var + epsilon)
+    # BatchNorm's order of operations, so that the values are its values.
+    y = (x - mean) * (inverse_std * scale) + bias
+    return (y, mean, var), (x, mean, inverse_std, scale)
+
+
+def _batch_normalized_bwd(epsilon, residuals, cotangents):
+    x, mean, inverse_std, scale = residuals
+    grad, mean_grad, var_grad = cotangents
+    axes = tuple(range(x.ndim - 1))
+    count = x.size // x.shape[-1]
+    centred = x - mean
+    x_hat = centred * inverse_std
+    bias_grad = grad.sum(axes)
+    scale_grad = (grad * x_hat).sum(axes)
+    x_grad = (scale * inverse_std / count) * (count * grad - bias_grad - x_hat * scale_grad)
+    # The statistics' own cotangents (zero when they only feed the running averages).
+    x_grad = x_grad + (mean_grad + 2.0 * var_grad * centred) / count
+    return x_grad, scale_grad, bias_grad
+
+
+batch_normalized.defvjp(_batch_normalized_fwd, _batch_normalized_bwd)
+
+
+class BatchNorm(nn.Module):
+    """`flax.linen.BatchNorm` over the last axis (the same variables, initialisers, running
+    averages and values) whose training-mode gradient is `batch_normalized`'s.
+
+    Attributes:
+      use_running_average, momentum, epsilon: as `flax.linen.BatchNorm`'s.
+    """
+
+    use_running_average: bool = False
+    momentum: float = 0.99
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x):
+        features = (x.shape[-1],)
+        running_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
+        running_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
+        scale = self.param("scale", nn.initializers.ones, features, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)
+        x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+        if self.use_running_average:
+            return ((x - running_mean.value) * (lax.rsqrt(running_var.value + self.epsilon) * scale)
+                    + bias)
+        y, mean, var = batch_normalized(x, scale, bias, self.epsilon)
+        if not self.is_initializing():
+            running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
+            running_var.value = self.momentum * running_var.value + (1 - self.momentum) * var
+        return y
+
+
 class MaxPooledBatchNorm(nn.Module):
     """`block_max_pool(flax.linen.BatchNorm()(x), window)`, with the same variables and values,
     normalising after pooling: `(batch, time, freq, channels)` ->

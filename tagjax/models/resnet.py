@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tagjax.models.frontends import LogMel
-from tagjax.models.layers import Conv, ConvKernel, block_max_pool, forked_conv
+from tagjax.models.layers import BatchNorm, Conv, ConvKernel, block_max_pool, forked_conv
 from tagjax.models.registry import register_frontend
 
 DOWNSAMPLINGS = ("stride", "maxpool")
@@ -56,8 +56,8 @@ class ResidualBlock(nn.Module):
         stride = 2 if self.downsample == "stride" else 1
 
         def norm(name):
-            return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                                name=name)
+            return BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                             name=name)
 
         if stride != 1 or x.shape[-1] != self.features:
             # conv1 and the shortcut read the same input through the same window: one pass.
