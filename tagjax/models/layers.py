@@ -338,6 +338,28 @@ def _batch_normalized_bwd(epsilon, residuals, cotangents):
 batch_normalized.defvjp(_batch_normalized_fwd, _batch_normalized_bwd)
 
 
+def _batch_norm_variables(module: nn.Module, channels: int) -> tuple:
+    """`flax.linen.BatchNorm`'s variables, declared in `module`: `((running_mean, running_var),
+    (scale, bias))`, the first two `batch_stats` variables, the others parameters, each
+    `(channels,)` float32 with BatchNorm's initialisers."""
+    features = (channels,)
+    running = (module.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32),
+               module.variable("batch_stats", "var", jnp.ones, features, jnp.float32))
+    return running, (module.param("scale", nn.initializers.ones, features, jnp.float32),
+                     module.param("bias", nn.initializers.zeros, features, jnp.float32))
+
+
+def _update_running_averages(module: nn.Module, running: tuple, mean, var,
+                             momentum: float) -> None:
+    """BatchNorm's running averages moved towards a batch's `mean` and `var`, except while
+    `module` is initialised."""
+    if module.is_initializing():
+        return
+    running_mean, running_var = running
+    running_mean.value = momentum * running_mean.value + (1 - momentum) * mean
+    running_var.value = momentum * running_var.value + (1 - momentum) * var
+
+
 class BatchNorm(nn.Module):
     """`flax.linen.BatchNorm` over the last axis (the same variables, initialisers, running
     averages and values) whose training-mode gradient is `batch_normalized`'s.
@@ -352,19 +374,13 @@ class BatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        features = (x.shape[-1],)
-        running_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
-        running_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
-        scale = self.param("scale", nn.initializers.ones, features, jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)
+        running, (scale, bias) = _batch_norm_variables(self, x.shape[-1])
         x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         if self.use_running_average:
-            return ((x - running_mean.value) * (lax.rsqrt(running_var.value + self.epsilon) * scale)
-                    + bias)
+            mean, var = (variable.value for variable in running)
+            return (x - mean) * (lax.rsqrt(var + self.epsilon) * scale) + bias
         y, mean, var = batch_normalized(x, scale, bias, self.epsilon)
-        if not self.is_initializing():
-            running_mean.value = self.momentum * running_mean.value + (1 - self.momentum) * mean
-            running_var.value = self.momentum * running_var.value + (1 - self.momentum) * var
+        _update_running_averages(self, running, mean, var, self.momentum)
         return y
 
 
@@ -392,23 +408,12 @@ class MaxPooledBatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        features = (x.shape[-1],)
-        axes = tuple(range(x.ndim - 1))
-        running_mean = self.variable("batch_stats", "mean", jnp.zeros, features, jnp.float32)
-        running_var = self.variable("batch_stats", "var", jnp.ones, features, jnp.float32)
+        running, (scale, bias) = _batch_norm_variables(self, x.shape[-1])
         if self.use_running_average:
-            mean, var = running_mean.value, running_var.value
+            mean, var = (variable.value for variable in running)
         else:
-            # BatchNorm's statistics: E[x^2] - E[x]^2 in one pass, clipped at 0.
-            x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-            mean, mean_square = x32.mean(axes), lax.square(x32).mean(axes)
-            var = jnp.maximum(0.0, mean_square - lax.square(mean))
-            if not self.is_initializing():
-                running_mean.value = (self.momentum * running_mean.value
-                                      + (1 - self.momentum) * mean)
-                running_var.value = self.momentum * running_var.value + (1 - self.momentum) * var
-        scale = self.param("scale", nn.initializers.ones, features, jnp.float32)
-        bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)
+            mean, var = _batch_statistics(x.astype(jnp.promote_types(x.dtype, jnp.float32)))
+            _update_running_averages(self, running, mean, var, self.momentum)
         # BatchNorm's order of operations, so that the values are its values.
         multiplier = lax.rsqrt(var + self.epsilon) * scale
         # A negative multiplier turns the max into the min: -max(-x), exactly, in float too.
