@@ -578,12 +578,11 @@ def conv(x, kernel, strides, padding):
     `fcn` 285.0 -> 252.6, `short_res` 1761 -> 1693. Under jaxlib's default options the tap
     products were 2x faster at 128 channels on the short-chunk ResNet's first maps (116 x 64),
     slower or even elsewhere."""
-    if not _by_patch_products(x.shape, kernel.shape[:2], strides, padding):
-        return lax.platform_dependent(
-            x, kernel, cpu=lambda x, k: fenced_gradient_conv(x, k, strides, padding),
-            default=lambda x, k: _conv_strided(x, k, strides, padding))
+    cpu_conv = (patch_product_conv if _by_patch_products(x.shape, kernel.shape[:2], strides,
+                                                         padding)
+                else fenced_gradient_conv)
     return lax.platform_dependent(
-        x, kernel, cpu=lambda x, k: patch_product_conv(x, k, strides, padding),
+        x, kernel, cpu=lambda x, k: cpu_conv(x, k, strides, padding),
         default=lambda x, k: _conv_strided(x, k, strides, padding))
 
 
