@@ -769,6 +769,99 @@ def test_conv_by_patch_products_is_flax_conv_to_float32_rounding(shape, strides,
                   2 * gamma(n_pixels) * kernel_magnitude["params"]["kernel"])
 
 
+# Winograd's F(2 x 2, 3 x 3) (Lavin and Gray 2016), written out here apart from tagjax's: B^T, G
+# and A^T, the 4 x 4 input tiles at stride 2 of the input padded by one, the 2 x 2 output tiles.
+_WINOGRAD_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float)
+_WINOGRAD_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+_WINOGRAD_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float)
+
+
+def _tiles(x, size, pad_before):
+    """`(batch, time, freq, channels)` -> `(batch, tiles_t, tiles_f, size, size, channels)`:
+    the size x size tiles at stride 2 of `x` padded by `pad_before` (zeros past the end)."""
+    tiles_t, tiles_f = -(-x.shape[1] // 2), -(-x.shape[2] // 2)
+    padded = np.zeros((x.shape[0], 2 * tiles_t + size, 2 * tiles_f + size, x.shape[3]))
+    padded[:, pad_before:pad_before + x.shape[1], pad_before:pad_before + x.shape[2]] = x
+    return np.stack([np.stack([padded[:, r:r + 2 * tiles_t:2, c:c + 2 * tiles_f:2]
+                               for c in range(size)], axis=3) for r in range(size)], axis=3)
+
+
+def _winograd_magnitudes(x, kernel, grad):
+    """The F(2 x 2, 3 x 3) computation of the output, and of the kernel gradient for the output
+    gradient `grad`, with |B^T|, |G|, |A^T| and the magnitudes of `x`, `kernel`, `grad`, in
+    float64: every term its rounding errors scale, summed."""
+    bt, g, at = (np.abs(m) for m in (_WINOGRAD_BT, _WINOGRAD_G, _WINOGRAD_AT))
+    x, kernel, grad = (np.abs(np.asarray(a, np.float64)) for a in (x, kernel, grad))
+    inputs = np.einsum("ar,bs,nijrsc->nijabc", bt, bt, _tiles(x, 4, 1))
+    kernels = np.einsum("ai,bj,ijck->abck", g, g, kernel)
+    out = np.einsum("ra,sb,nijabk->nirjsk", at, at, np.einsum("nijabc,abck->nijabk", inputs,
+                                                              kernels))
+    out = out.reshape(x.shape[0], out.shape[1] * 2, out.shape[3] * 2, -1)
+    grads = np.einsum("ra,sb,nijrsk->nijabk", at, at, _tiles(grad, 2, 0))
+    kernel_grad = np.einsum("ai,bj,abck->ijck", g, g,
+                            np.einsum("nijabc,nijabk->abck", inputs, grads))
+    return out[:, :x.shape[1], :x.shape[2]], kernel_grad
+
+
+@pytest.mark.parametrize("shape,features", [((2, 7, 5, 3), 4), ((2, 8, 6, 5), 2),
+                                            ((1, 1, 1, 2), 3), ((3, 9, 2, 4), 6)])
+def test_winograd_conv_is_xla_conv_to_float32_rounding(shape, features):
+    """`winograd_conv`'s output and gradients in float32 against XLA's 3 x 3 convolution (stride
+    1, padded by one) and its gradients in float64, within the rounding bound of F(2 x 2, 3 x 3)
+    (odd and even maps: partial tiles at the end)."""
+    from assertions import assert_within, gamma
+
+    from tagjax.models.layers import _conv_strided, winograd_conv
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, shape[-1], features)).astype(np.float32)
+    grad = rng.standard_normal((*shape[:3], features)).astype(np.float32)
+
+    def value_and_gradients(conv, x, kernel, grad):
+        y, vjp = jax.vjp(conv, x, kernel)
+        return y, *vjp(grad)
+
+    got = jax.jit(value_and_gradients, static_argnums=0)(winograd_conv, x, kernel, grad)
+    with jax.enable_x64(True):
+        xla = lambda x, k: _conv_strided(x, k, (1, 1), ((1, 1), (1, 1)))  # noqa: E731
+        want = jax.tree.map(np.asarray, value_and_gradients(
+            xla, *(np.asarray(a, np.float64) for a in (x, kernel, grad))))
+    assert want[0].dtype == np.float64
+    out_magnitude, kernel_magnitude = _winograd_magnitudes(x, kernel, grad)
+    # The input gradient is the same convolution of `grad` with the kernel turned half a turn,
+    # its channels swapped.
+    x_magnitude, _ = _winograd_magnitudes(grad, kernel[::-1, ::-1].swapaxes(2, 3), x)
+    # Rounding per term, to first order: 2 additions in B^T d B, 9 terms in G g G^T (a sum in any
+    # order), the channels' dot product, 4 additions in A^T m A; for the kernel gradient 2 in
+    # the output gradient's transform, the tiles' dot product and 16 terms in G^T (.) G.
+    n_tiles = shape[0] * -(-shape[1] // 2) * -(-shape[2] // 2)
+    assert_within(got[0], want[0], gamma(shape[-1] + 15) * out_magnitude)
+    assert_within(got[1], want[1], gamma(features + 15) * x_magnitude)
+    assert_within(got[2], want[2], gamma(n_tiles + 20) * kernel_magnitude)
+
+
+def test_conv_goes_by_winograd_with_many_channels_on_a_large_map():
+    """`layers.Conv` of 3 x 3 at stride 1 ("SAME") with 128 channels on both sides and a map of
+    over `_MIN_WINOGRAD_PIXELS`: `winograd_conv`'s values, and on the CPU no convolution left in
+    the compiled program."""
+    from tagjax.models.layers import _MIN_WINOGRAD_PIXELS, Conv, _by_winograd, winograd_conv
+
+    x = np.random.default_rng(0).standard_normal((1, 12, 11, 128)).astype(np.float32)
+    assert x.shape[1] * x.shape[2] > _MIN_WINOGRAD_PIXELS
+    module = Conv(128, (3, 3), padding="SAME", use_bias=False)
+    variables = module.init(jax.random.key(0), x)
+    kernel = variables["params"]["kernel"]
+    assert _by_winograd(x.shape, kernel.shape, (1, 1), ((1, 1), (1, 1)))
+    apply = jax.jit(module.apply)
+    if jax.default_backend() == "cpu":
+        np.testing.assert_array_equal(apply(variables, x), jax.jit(winograd_conv)(x, kernel))
+        assert "convolution(" not in apply.lower(variables, x).compile().as_text()
+    assert not _by_winograd(x.shape, (3, 3, 128, 64), (1, 1), ((1, 1), (1, 1)))
+    assert not _by_winograd((1, 8, 8, 128), kernel.shape, (1, 1), ((1, 1), (1, 1)))
+    assert not _by_winograd(x.shape, kernel.shape, (2, 2), ((1, 1), (1, 1)))
+
+
 @pytest.mark.parametrize("shape,strides", [((2, 15, 13, 20), 1), ((2, 15, 13, 20), 2),
                                            ((2, 5, 4, 20), 2), ((2, 15, 13, 1), 2)])
 def test_forked_conv_is_separate_flax_convs_to_float32_rounding(shape, strides):
