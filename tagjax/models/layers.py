@@ -688,11 +688,12 @@ _PAD_ONE = ((1, 1), (1, 1))
 # 3 x 3 convolutions at stride 1, padded by one, go by `winograd_conv` on the CPU when both
 # channel counts are at least `_MIN_WINOGRAD_CHANNELS` and the map has over
 # `_MIN_WINOGRAD_PIXELS` pixels: there the products' 4/9 of the work outweighs the transforms'
-# passes over memory. Forward and both gradients, batch 16, on a 2-core EPYC (family 25),
-# XLA's against Winograd's: 116 x 64 x 128 -> 128 370 against 285 ms, 58 x 32 x 128 -> 128 95
-# against 72, 29 x 16 x 256 -> 256 88 against 60, 47 x 24 x 128 -> 128 60 against 51; even at
-# 15 x 8 x 256; slower with 32 or 64 channels on either side (94 x 48 x 32 -> 128 78 against
-# 104, 94 x 48 x 64 -> 128 130 against 137) and on small maps (24 x 4 x 128: 5.6 against 6.2).
+# passes over memory. The input and kernel gradients together, batch 16, on a 2-core EPYC
+# (family 25), XLA's against Winograd's: 116 x 64 x 128 -> 128 370 against 285 ms (the
+# forward pass 180 against 136), 58 x 32 x 128 -> 128 95 against 72, 29 x 16 x 256 -> 256 88
+# against 60, 47 x 24 x 128 -> 128 60 against 51; about even at 15 x 8 x 256; slower with 32 or
+# 64 channels on either side (94 x 48 x 32 -> 128 78 against 104, 94 x 48 x 64 -> 128 130
+# against 137) and on small maps (24 x 4 x 128: 5.6 against 6.2).
 _MIN_WINOGRAD_CHANNELS = 128
 _MIN_WINOGRAD_PIXELS = 128
 
