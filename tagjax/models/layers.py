@@ -600,7 +600,7 @@ def _winograd_input_tiles(x):
 
 def _winograd_kernel_tiles(kernel):
     """G g G^T: `(3, 3, channels_in, channels_out)` -> `(4, 4, channels_in, channels_out)`."""
-    transform = np.asarray(_WINOGRAD_KERNEL, np.float32)
+    transform = np.asarray(_WINOGRAD_KERNEL, kernel.dtype)
     return jnp.einsum("ai,ijck,bj->abck", transform, kernel, transform,
                       precision=lax.Precision.HIGHEST)
 
@@ -654,7 +654,7 @@ def _winograd_kernel_gradient(x, grad):
     grad_tiles = _winograd_output_transpose(grad)
     products = jnp.stack([jnp.stack([tiles[a][b].T @ grad_tiles[a][b] for b in range(4)])
                           for a in range(4)])
-    transform = np.asarray(_WINOGRAD_KERNEL, np.float32)
+    transform = np.asarray(_WINOGRAD_KERNEL, products.dtype)
     return jnp.einsum("ai,abck,bj->ijck", transform, products, transform,
                       precision=lax.Precision.HIGHEST)
 
