@@ -12,7 +12,8 @@ it:
 
 - tagjax: the function the model calls (`layers.single_channel_conv` for the one-channel first
   layer of Choi's CNNs, `layers.conv` otherwise: on the CPU a product of patches for small
-  maps and one-channel inputs, XLA's convolutions for the others), jitted alone, NHWC; the
+  maps and one-channel inputs, Winograd's F(2 x 2, 3 x 3) for large 3 x 3 stride-1 layers of
+  128 channels or more, XLA's convolutions for the others), jitted alone, NHWC; the
   input gradient and the kernel gradient as the VJP with respect to one argument (XLA removes
   the other half);
 - PyTorch: `F.conv2d` and `aten.convolution_backward` with one output each, NCHW as the peer

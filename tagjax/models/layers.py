@@ -579,23 +579,28 @@ def _tile_count(x_shape) -> tuple[int, int]:
     return -(-x_shape[1] // 2), -(-x_shape[2] // 2)
 
 
-def _winograd_input_tiles(x):
-    """B^T d B for every 4 x 4 tile d, at stride 2, of `x` padded by one pixel (and at the end to
-    whole tiles): `(batch, time, freq, channels)` -> 4 x 4 lists of `(batch x tiles_t x
-    tiles_f, channels)`."""
+def _tile_transform(x, matrix):
+    """M d M^T for every s x s tile d, at stride 2, of `x` padded by (s - 2) / 2 pixels before
+    (and after, to whole tiles), for the rows `matrix` of M (s entries each): `(batch, time,
+    freq, channels)` -> `len(matrix)` x `len(matrix)` lists of `(batch x tiles_t x tiles_f,
+    channels)`. B^T (4 x 4 tiles, overlapping) transforms the input, A (2 x 2 tiles, the
+    columns of A^T) the output's gradient."""
     batch, time, freq, channels = x.shape
     tiles_t, tiles_f = _tile_count(x.shape)
-    padded = jnp.pad(x, ((0, 0), (1, 2 * tiles_t + 1 - time), (1, 2 * tiles_f + 1 - freq),
-                         (0, 0)))
+    size = len(matrix[0])
+    before = (size - 2) // 2
+    padded = jnp.pad(x, ((0, 0), (before, 2 * tiles_t + size - 2 - before - time),
+                         (before, 2 * tiles_f + size - 2 - before - freq), (0, 0)))
     # Tile (i, j) starts at padded pixel (2i, 2j); with rows and columns split into even and
     # odd, its pixel (r, c) over all tiles is a contiguous slice.
-    halves = padded.reshape(batch, tiles_t + 1, 2, tiles_f + 1, 2, channels)
+    halves = padded.reshape(batch, tiles_t + size // 2 - 1, 2, tiles_f + size // 2 - 1, 2,
+                            channels)
     pixel = [[halves[:, r // 2:r // 2 + tiles_t, r % 2, c // 2:c // 2 + tiles_f, c % 2]
-              for c in range(4)] for r in range(4)]
-    rows = [[_combination(b_row, [pixel[r][c] for r in range(4)]) for c in range(4)]
-            for b_row in _WINOGRAD_INPUT]
-    return [[_combination(b_row, rows[a]).reshape(-1, channels) for b_row in _WINOGRAD_INPUT]
-            for a in range(4)]
+              for c in range(size)] for r in range(size)]
+    rows = [[_combination(m_row, [pixel[r][c] for r in range(size)]) for c in range(size)]
+            for m_row in matrix]
+    return [[_combination(m_row, rows[a]).reshape(-1, channels) for m_row in matrix]
+            for a in range(len(matrix))]
 
 
 def _winograd_kernel_tiles(kernel):
@@ -618,21 +623,6 @@ def _winograd_output(products, shape):
     return tiles.reshape(batch, 2 * tiles_t, 2 * tiles_f, -1)[:, :time, :freq]
 
 
-def _winograd_output_transpose(grad):
-    """The transpose of `_winograd_output`: A g A^T for every 2 x 2 tile g of `grad` `(batch,
-    time, freq, channels)` (zero past its end) -> 4 x 4 lists of `(batch x tiles_t x tiles_f,
-    channels)`."""
-    batch, time, freq, channels = grad.shape
-    tiles_t, tiles_f = _tile_count(grad.shape)
-    padded = jnp.pad(grad, ((0, 0), (0, 2 * tiles_t - time), (0, 2 * tiles_f - freq), (0, 0)))
-    halves = padded.reshape(batch, tiles_t, 2, tiles_f, 2, channels)
-    columns = list(zip(*_WINOGRAD_OUTPUT, strict=True))
-    rows = [[_combination(a_column, [halves[:, :, r, :, c] for r in range(2)])
-             for c in range(2)] for a_column in columns]
-    return [[_combination(b_column, rows[a]).reshape(-1, channels) for b_column in columns]
-            for a in range(4)]
-
-
 def _winograd_conv3x3(x, kernel):
     """`_conv_strided(x, kernel, (1, 1), ((1, 1), (1, 1)))` for a 3 x 3 `kernel` by F(2 x 2,
     3 x 3): the transformed input tiles times the transformed kernel, one `(tiles, channels_in)
@@ -640,7 +630,7 @@ def _winograd_conv3x3(x, kernel):
     transform. The input is read through `_fusion_fence`: fused into the transforms, which
     read every pixel several times, the layer before (batch norm, ReLU) would be recomputed.
     The products do 4/9 of a direct convolution's multiply-adds."""
-    tiles = _winograd_input_tiles(_fusion_fence(x))
+    tiles = _tile_transform(_fusion_fence(x), _WINOGRAD_INPUT)
     kernel_tiles = _winograd_kernel_tiles(kernel)
     return _winograd_output([[tiles[a][b] @ kernel_tiles[a, b] for b in range(4)]
                              for a in range(4)], x.shape)
@@ -650,8 +640,8 @@ def _winograd_kernel_gradient(x, grad):
     """The gradient of `_winograd_conv3x3(x, kernel)`'s `kernel` for an output gradient `grad`:
     for each tile position, the transformed input tiles' product with the transposed output
     transform of `grad` over all tiles, then G^T (.) G."""
-    tiles = _winograd_input_tiles(_fusion_fence(x))
-    grad_tiles = _winograd_output_transpose(grad)
+    tiles = _tile_transform(_fusion_fence(x), _WINOGRAD_INPUT)
+    grad_tiles = _tile_transform(grad, tuple(zip(*_WINOGRAD_OUTPUT, strict=True)))
     products = jnp.stack([jnp.stack([tiles[a][b].T @ grad_tiles[a][b] for b in range(4)])
                           for a in range(4)])
     transform = np.asarray(_WINOGRAD_KERNEL, products.dtype)
